@@ -1,0 +1,1 @@
+"""Reads result datasets (Parquet only) and turns them into reports. Imports neither torch nor triton."""

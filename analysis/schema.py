@@ -1,0 +1,74 @@
+"""The result dataset's columns: the contract between workers, the store, MLflow and the reports.
+
+One row per trial attempt that reached a terminal status. DESIGN.md §3 lists the required columns;
+the extra ones (attempt, flops, bytes_moved, peaks, n_params, compile_ms, versions) let a report
+redo the arithmetic without the code that produced the row.
+"""
+
+import pyarrow as pa
+
+STATUSES = ("ok", "oom", "error", "timeout", "unsupported")
+
+_COLUMNS: list[tuple[str, pa.DataType, str]] = [
+    ("sweep", pa.string(), "sweep name"),
+    ("run_id", pa.string(), "id of the invocation that produced the row"),
+    ("trial_id", pa.string(), "stable hash of the trial's resolved configuration"),
+    ("attempt", pa.int32(), "1 for the first attempt of a trial in this run"),
+    ("variant", pa.string(), "variant registry name"),
+    ("backend", pa.string(), "torch-ref | torch-sdpa | triton"),
+    ("phase", pa.string(), "prefill | decode"),
+    ("batch", pa.int64(), "sequences per batch"),
+    ("seq_len", pa.int64(), "tokens per sequence (prefill) or cached tokens (decode)"),
+    ("n_heads", pa.int64(), "query heads"),
+    ("n_kv_heads", pa.int64(), "key/value heads"),
+    ("head_dim", pa.int64(), "elements per head"),
+    ("dtype", pa.string(), "float32 | float16 | bfloat16"),
+    ("causal", pa.bool_(), "causal mask (decode is causal by construction)"),
+    ("params", pa.string(), "JSON of the variant's own parameters"),
+    ("status", pa.string(), "ok | oom | error | timeout | unsupported"),
+    ("error", pa.string(), "message (and traceback) for the non-ok rows"),
+    ("latency_ms", pa.float64(), "median of the timed runs"),
+    ("latency_ms_p20", pa.float64(), "20th percentile of the timed runs"),
+    ("latency_ms_p80", pa.float64(), "80th percentile of the timed runs"),
+    ("n_samples", pa.int64(), "timed runs behind the quantiles"),
+    ("compile_ms", pa.float64(), "first call, JIT compile included (not part of latency)"),
+    ("flops", pa.float64(), "analytic FLOPs of one forward"),
+    ("bytes_moved", pa.float64(), "analytic bytes read and written by one forward"),
+    ("tflops", pa.float64(), "flops / latency"),
+    ("gbps", pa.float64(), "bytes_moved / latency"),
+    ("pct_peak", pa.float64(), "roofline bound time / latency, in percent of the measured peaks"),
+    ("peak_tflops", pa.float64(), "measured matmul peak of the device in this dtype"),
+    ("peak_gbps", pa.float64(), "measured copy bandwidth of the device"),
+    ("peak_mem_bytes", pa.int64(), "measured peak device memory of one forward (GPU only)"),
+    ("kv_cache_bytes", pa.int64(), "analytic decode cache for (batch, seq_len), one layer"),
+    ("kv_bytes_per_token", pa.int64(), "analytic decode cache per token, one layer"),
+    ("n_params", pa.int64(), "parameters of one attention layer with d_model = n_heads * head_dim"),
+    ("max_abs_err", pa.float64(), "max |out - ref| against the high-precision reference"),
+    ("rel_err", pa.float64(), "||out - ref|| / ||ref||"),
+    ("task", pa.string(), "phase quality only: synthetic task"),
+    ("accuracy", pa.float64(), "phase quality only: held-out accuracy"),
+    ("loss", pa.float64(), "phase quality only: final training loss"),
+    ("device", pa.string(), "GPU or CPU name"),
+    ("host", pa.string(), "hostname of the worker"),
+    ("node", pa.string(), "Ray node id (empty without Ray)"),
+    ("interpreted", pa.bool_(), "Triton ran in its CPU interpreter: latency not meaningful"),
+    ("torch_version", pa.string(), "torch on the worker"),
+    ("triton_version", pa.string(), "triton on the worker (empty when not installed)"),
+    ("driver_version", pa.string(), "GPU driver (empty on CPU)"),
+    ("code_version", pa.string(), "git commit of the driver, '+dirty' when modified"),
+    ("timestamp", pa.timestamp("us", tz="UTC"), "UTC time the trial finished"),
+]
+
+RESULT_SCHEMA = pa.schema(
+    [pa.field(name, dtype, metadata={"description": doc}) for name, dtype, doc in _COLUMNS]
+)
+COLUMNS: tuple[str, ...] = tuple(RESULT_SCHEMA.names)
+DESCRIPTIONS: dict[str, str] = {name: doc for name, _, doc in _COLUMNS}
+NUMERIC_COLUMNS: tuple[str, ...] = tuple(
+    f.name for f in RESULT_SCHEMA if pa.types.is_integer(f.type) or pa.types.is_floating(f.type)
+)
+# Columns that identify a point of a sweep: two rows with equal values measure the same thing.
+CONFIG_COLUMNS = (
+    "variant", "backend", "phase", "batch", "seq_len", "n_heads", "n_kv_heads", "head_dim", "dtype",
+    "causal", "params",
+)
