@@ -15,6 +15,10 @@ Implementation = Callable[[Trial, dict[str, torch.Tensor]], torch.Tensor]
 class InvalidPoint(ValueError):
     """A point of the grid that this variant cannot describe (e.g. n_heads % n_kv_heads != 0)."""
 
+    def __init__(self, axis: str, reason: str):
+        super().__init__(reason)
+        self.axis = axis  # the sweep axis at fault, for the user's error message
+
 
 @dataclass(frozen=True)
 class Cost:

@@ -1,0 +1,90 @@
+"""The Parquet results store: `<results_dir>/<sweep>/`, one dataset per sweep, appended as results arrive.
+
+Each batch of finished trials becomes its own part file `<run_id>-part-<n>.parquet`, written to a
+dot-prefixed temporary name and renamed, so a killed driver leaves only whole files (readers skip
+dot- and underscore-prefixed names). When a run ends its parts are compacted into
+`<run_id>.parquet`; that rename is the commit point, after which the run's parts are deleted —
+`repair` finishes that deletion if a crash interrupted it.
+"""
+
+import os
+import uuid
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from analysis.schema import COLUMNS, RESULT_SCHEMA
+
+
+def to_table(records: Iterable[Mapping[str, Any]]) -> pa.Table:
+    """Rows as an Arrow table of RESULT_SCHEMA; a missing or extra column is a bug, so it raises."""
+    rows = list(records)
+    for row in rows:
+        if set(row) != set(COLUMNS):
+            missing, extra = sorted(set(COLUMNS) - set(row)), sorted(set(row) - set(COLUMNS))
+            raise ValueError(f"result row does not match the schema: missing {missing}, extra {extra}")
+    return pa.Table.from_pylist(rows, schema=RESULT_SCHEMA)
+
+
+def _write_atomically(table: pa.Table, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)
+
+
+class ResultStore:
+    """Appends one run's rows to a sweep's dataset directory."""
+
+    def __init__(self, results_dir: str | os.PathLike, sweep: str, run_id: str):
+        self.path = Path(results_dir) / sweep
+        self.run_id = run_id
+        self._parts: list[Path] = []
+
+    def append(self, records: Iterable[Mapping[str, Any]]) -> Path | None:
+        table = to_table(records)
+        if table.num_rows == 0:
+            return None
+        self.path.mkdir(parents=True, exist_ok=True)
+        part = self.path / f"{self.run_id}-part-{len(self._parts):05d}.parquet"
+        _write_atomically(table, part)
+        self._parts.append(part)
+        return part
+
+    def finalize(self) -> Path | None:
+        """Compact this run's parts into one file (fewer, larger files read faster)."""
+        if not self._parts:
+            return None
+        table = pa.concat_tables(pq.read_table(p, schema=RESULT_SCHEMA) for p in self._parts)
+        final = self.path / f"{self.run_id}.parquet"
+        _write_atomically(table, final)
+        repair(self.path)
+        self._parts = []
+        return final
+
+
+def repair(path: str | os.PathLike) -> None:
+    """Delete the parts of runs whose compacted file exists (a crash between rename and delete)."""
+    root = Path(path)
+    for final in root.glob("*.parquet"):
+        if "-part-" not in final.name:
+            for part in root.glob(f"{final.stem}-part-*.parquet"):
+                part.unlink(missing_ok=True)
+
+
+def read_table(path: str | os.PathLike, run_id: str | None = None) -> pa.Table:
+    """A sweep's dataset (or one run of it) with every schema column (older files: nulls)."""
+    root = Path(path)
+    if not root.is_dir():
+        raise FileNotFoundError(f"no results dataset at {root}")
+    dataset = ds.dataset(root, format="parquet", schema=RESULT_SCHEMA)
+    return dataset.to_table(filter=None if run_id is None else ds.field("run_id") == run_id)
+
+
+def read_results(path: str | os.PathLike, run_id: str | None = None) -> pd.DataFrame:
+    """The whole dataset of one sweep (or one run of it) as a DataFrame."""
+    return read_table(path, run_id).to_pandas()

@@ -1,0 +1,202 @@
+"""The typed config tree (Hydra structured configs), its composition, and its validation.
+
+Every problem a user can cause is raised as `ConfigError` with one line naming the key and the
+value at fault, before any work starts (the CLI turns it into exit code 2).
+"""
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra import compose, initialize_config_module
+from hydra.core.config_store import ConfigStore
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException, MissingConfigException, OverrideParseException
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from workloads.backends import BACKENDS
+from workloads.trial import DTYPES, PHASES
+from workloads.variants import VARIANTS
+
+
+class ConfigError(ValueError):
+    """An invalid configuration; the message is one line that names the key and value at fault."""
+
+
+@dataclass
+class AxesConf:
+    batch: list[int] = field(default_factory=lambda: [1])
+    seq_len: list[int] = field(default_factory=lambda: [128])
+    n_heads: list[int] = field(default_factory=lambda: [8])
+    n_kv_heads: list[int] = field(default_factory=lambda: [8])
+    head_dim: list[int] = field(default_factory=lambda: [64])
+    dtype: list[str] = field(default_factory=lambda: ["float32"])
+    causal: list[bool] = field(default_factory=lambda: [True])
+
+
+@dataclass
+class SweepConf:
+    name: str = MISSING
+    description: str = ""
+    variants: list[str] = field(default_factory=lambda: ["mha"])
+    backends: list[str] = field(default_factory=lambda: ["torch-sdpa"])
+    phases: list[str] = field(default_factory=lambda: ["prefill"])
+    axes: AxesConf = field(default_factory=AxesConf)
+    # Per-variant parameters, e.g. sweep.params.mla.latent_dim=256 (a dict: new keys need no '+').
+    params: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass
+class RayConf:
+    address: str | None = None
+    num_cpus: int | None = None
+    num_gpus: int | None = None
+    cpu_workers: int = 2
+    cpus_per_worker: int = 1
+
+
+@dataclass
+class TrackingConf:
+    enabled: bool = True
+    uri: str | None = None
+
+
+@dataclass
+class MeasureConf:
+    warmup_ms: float = 25.0
+    rep_ms: float = 100.0
+    min_run_time_s: float = 0.5
+    seed: int = 0
+    check_accuracy: bool = True
+
+
+@dataclass
+class Config:
+    sweep: SweepConf = field(default_factory=SweepConf)
+    executor: str = "ray"
+    results_dir: str = "results"
+    reports_dir: str = "reports"
+    report: bool = True
+    progress: str = "auto"
+    ray: RayConf = field(default_factory=RayConf)
+    tracking: TrackingConf = field(default_factory=TrackingConf)
+    measure: MeasureConf = field(default_factory=MeasureConf)
+
+
+ConfigStore.instance().store(name="attnsweep_schema", node=Config)
+
+EXECUTORS = ("ray", "local")
+PROGRESS_MODES = ("auto", "bar", "lines", "off")
+SWEEP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def available_sweeps() -> list[str]:
+    from importlib.resources import files
+
+    return sorted(p.name[:-5] for p in (files("orchestrator.conf") / "sweep").iterdir() if p.name.endswith(".yaml"))
+
+
+def _omegaconf_cause(exc: BaseException) -> OmegaConfBaseException | None:
+    while exc is not None:
+        if isinstance(exc, OmegaConfBaseException):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def _one_line(exc: BaseException, overrides: list[str]) -> str:
+    """Hydra's multi-line errors, reduced to the key and value at fault."""
+    if isinstance(exc, MissingConfigException) and "sweep" in str(exc):
+        wanted = next((o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0] == "sweep"), "?")
+        return f"sweep={wanted}: no such sweep (available: {', '.join(available_sweeps())})"
+    cause = _omegaconf_cause(exc)
+    if cause is not None and getattr(cause, "full_key", None):
+        reason = str(cause).splitlines()[0]
+        if re.search(r"Key '.*' (is )?not in|Missing key", reason):
+            reason = "unknown key"
+        return f"{cause.full_key}: {reason}"
+    return str(exc).strip().splitlines()[0]
+
+
+def _check_syntax(overrides: list[str]) -> None:
+    parser = OverridesParser.create()
+    for override in overrides:
+        try:
+            parser.parse_overrides([override])
+        except OverrideParseException as exc:
+            raise ConfigError(f"{override}: cannot parse ({str(exc).splitlines()[0]})") from exc
+
+
+def _open_params(overrides: list[str]) -> list[str]:
+    """`sweep.params.<variant>.<key>=v` adds or replaces (params is an open dict, checked by its variant)."""
+    return [f"++{o}" if o.startswith("sweep.params.") else o for o in overrides]
+
+
+def compose_config(overrides: list[str]) -> DictConfig:
+    """The composed config (defaults + overrides), typed and in struct mode."""
+    overrides = list(overrides)
+    _check_syntax(overrides)
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_module(config_module="orchestrator.conf", version_base="1.3"):
+            cfg = compose(config_name="config", overrides=_open_params(overrides))
+        # '+key=value' can add keys Hydra lets through; the schema refuses them (and wrong types).
+        schema = OmegaConf.structured(Config)
+        OmegaConf.set_struct(schema, True)
+        OmegaConf.merge(schema, OmegaConf.to_container(cfg))
+    except (HydraException, OmegaConfBaseException, ValueError) as exc:
+        raise ConfigError(_one_line(exc, overrides)) from exc
+    return cfg
+
+
+def _check_choices(key: str, values: list, allowed, what: str) -> None:
+    if not values:
+        raise ConfigError(f"{key}: empty list (give at least one {what})")
+    for value in values:
+        if value not in allowed:
+            raise ConfigError(f"{key}: unknown {what} {value!r} (known: {', '.join(sorted(allowed))})")
+
+
+def validate(cfg: DictConfig) -> None:
+    """Everything the planner and the executors rely on; raises ConfigError on the first problem."""
+    sweep = cfg.sweep
+    if not SWEEP_NAME.match(sweep.name):
+        raise ConfigError(f"sweep.name: {sweep.name!r} is not a plain name (letters, digits, '_', '.', '-')")
+    _check_choices("sweep.variants", list(sweep.variants), VARIANTS, "variant")
+    _check_choices("sweep.backends", list(sweep.backends), BACKENDS, "backend")
+    _check_choices("sweep.phases", list(sweep.phases), PHASES, "phase")
+    _check_choices("sweep.axes.dtype", list(sweep.axes.dtype), DTYPES, "dtype")
+    for axis in ("batch", "seq_len", "n_heads", "n_kv_heads", "head_dim"):
+        values = list(sweep.axes[axis])
+        if not values:
+            raise ConfigError(f"sweep.axes.{axis}: empty list")
+        for value in values:
+            if value <= 0:
+                raise ConfigError(f"sweep.axes.{axis}: {value} is not a positive integer")
+    if not list(sweep.axes.causal):
+        raise ConfigError("sweep.axes.causal: empty list")
+    for variant_name, params in sweep.params.items():
+        if variant_name not in VARIANTS:
+            raise ConfigError(f"sweep.params.{variant_name}: unknown variant {variant_name!r}")
+        try:
+            VARIANTS[variant_name].check_params(OmegaConf.to_container(params))
+        except ValueError as exc:
+            raise ConfigError(f"sweep.params.{variant_name}.{exc}") from exc
+    if cfg.executor not in EXECUTORS:
+        raise ConfigError(f"executor: {cfg.executor!r} is not one of {', '.join(EXECUTORS)}")
+    if cfg.progress not in PROGRESS_MODES:
+        raise ConfigError(f"progress: {cfg.progress!r} is not one of {', '.join(PROGRESS_MODES)}")
+    for key in ("cpu_workers", "cpus_per_worker"):
+        if cfg.ray[key] < 1:
+            raise ConfigError(f"ray.{key}: {cfg.ray[key]} must be at least 1")
+    for key in ("warmup_ms", "rep_ms", "min_run_time_s"):
+        if cfg.measure[key] <= 0:
+            raise ConfigError(f"measure.{key}: {cfg.measure[key]} must be positive")
+
+
+def load_config(overrides: list[str]) -> DictConfig:
+    cfg = compose_config(overrides)
+    validate(cfg)
+    return cfg

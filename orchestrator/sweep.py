@@ -1,0 +1,125 @@
+"""One invocation of a sweep: plan, run on an executor, store and track each result, report."""
+
+import datetime as dt
+import logging
+import secrets
+import tempfile
+import warnings
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+import pyarrow.parquet as pq
+
+from analysis.store import ResultStore, read_table
+from orchestrator.executors import RayOptions, run_local, run_ray
+from orchestrator.planning import Plan, plan_trials
+from orchestrator.progress import SweepProgress
+from workloads.environment import code_version
+from workloads.measure import MeasureSettings
+from workloads.trial import Trial, TrialResult
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SweepOutcome:
+    run_id: str
+    results_path: Path
+    report_path: Path | None
+    counts: dict[str, int]
+    mlflow_run_id: str | None
+
+
+def new_run_id() -> str:
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
+
+
+def _flat_params(cfg: DictConfig) -> dict[str, str]:
+    """The resolved config as flat MLflow params ("sweep.axes.seq_len": "[64, 128]")."""
+    flat = {}
+
+    def walk(node, prefix: str) -> None:
+        for key, value in node.items():
+            if isinstance(value, dict) and value:
+                walk(value, f"{prefix}{key}.")
+            else:
+                flat[f"{prefix}{key}"] = str(value)
+
+    walk(OmegaConf.to_container(cfg, resolve=True), "")
+    return flat
+
+
+def _measure_settings(cfg: DictConfig) -> MeasureSettings:
+    return MeasureSettings(**{f.name: cfg.measure[f.name] for f in fields(MeasureSettings)})
+
+
+def run_sweep(cfg: DictConfig, plan: Plan | None = None) -> SweepOutcome:
+    """Run a validated config end to end; every trial ends as a row, failures included."""
+    plan = plan or plan_trials(cfg.sweep)
+    sweep, run_id = cfg.sweep.name, new_run_id()
+    context = {"sweep": sweep, "run_id": run_id, "attempt": 1, "code_version": code_version()}
+    store = ResultStore(cfg.results_dir, sweep, run_id)
+    tracker = _start_tracking(cfg, run_id, context["code_version"]) if cfg.tracking.enabled else None
+    counts: dict[str, int] = {}
+    progress = SweepProgress(len(plan.trials), cfg.progress, title=sweep)
+
+    def on_result(trial: Trial, result: TrialResult) -> None:
+        record = {**context, "trial_id": trial.trial_id, **trial.config(), **result.as_dict()}
+        store.append([record])  # durable before anything else: a crash loses only trials in flight
+        if tracker is not None:
+            tracker.log_trial(record)
+        counts[result.status] = counts.get(result.status, 0) + 1
+        progress.update(trial, result)
+
+    settings = _measure_settings(cfg)
+    mlflow_status = "FAILED"
+    try:
+        with progress:
+            if cfg.executor == "local":
+                run_local(plan.trials, settings, on_result)
+            else:
+                run_ray(plan.trials, settings, on_result, RayOptions(**OmegaConf.to_container(cfg.ray)))
+        mlflow_status = "FINISHED"
+    except KeyboardInterrupt:
+        mlflow_status = "KILLED"
+        raise
+    finally:
+        final = store.finalize()
+        report_path = None
+        if cfg.report and final is not None and mlflow_status == "FINISHED":
+            report_path = _build_report(store.path, Path(cfg.reports_dir) / sweep)
+        if tracker is not None:
+            _finish_tracking(tracker, mlflow_status, store.path, run_id, report_path)
+    return SweepOutcome(run_id, store.path, report_path, counts, tracker.parent_run_id if tracker else None)
+
+
+def _start_tracking(cfg: DictConfig, run_id: str, version: str):
+    from orchestrator.tracking import Tracker
+
+    try:
+        return Tracker(cfg.tracking.uri, cfg.sweep.name, run_id, _flat_params(cfg),
+                       tags={"run_id": run_id, "code_version": version})
+    except Exception as exc:  # results still go to Parquet; tracking is not worth losing a sweep over
+        warnings.warn(f"MLflow tracking is off for this run, it could not start: {str(exc).splitlines()[0]}",
+                      stacklevel=2)
+        return None
+
+
+def _build_report(results_path: Path, out_dir: Path) -> Path:
+    from analysis.report import build_report
+
+    return build_report(results_path, out_dir).html
+
+
+def _finish_tracking(tracker, status: str, results_path: Path, run_id: str, report_path: Path | None) -> None:
+    artifacts = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        if results_path.is_dir():
+            dataset_file = Path(tmp) / f"{results_path.name}-{run_id}.parquet"
+            pq.write_table(read_table(results_path, run_id), dataset_file)
+            artifacts["dataset"] = dataset_file
+        if report_path is not None:
+            artifacts["report"] = report_path.parent
+        tracker.finish(status, artifacts)

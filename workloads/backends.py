@@ -1,0 +1,39 @@
+"""Backends: how a variant's forward is executed. Names are data; each variant maps (backend, phase)
+to its own implementation.
+
+The `triton` backend imports `kernels` lazily through `load_kernels`: Triton must learn whether to
+run in its CPU interpreter before it is first imported, and the driver never imports it.
+"""
+
+import importlib.util
+import os
+from types import ModuleType
+
+import torch
+
+BACKENDS = {
+    "torch-ref": "plain matmul + softmax in PyTorch (materialises the score matrix)",
+    "torch-sdpa": "torch.nn.functional.scaled_dot_product_attention (enable_gqa)",
+    "triton": "attnsweep's Triton kernels (compiled on a GPU, interpreted on a CPU)",
+}
+
+
+def triton_interpreted() -> bool:
+    return os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def load_kernels() -> ModuleType:
+    """`kernels`, with Triton's CPU interpreter switched on first when there is no GPU."""
+    if not torch.cuda.is_available():
+        os.environ.setdefault("TRITON_INTERPRET", "1")
+    import kernels
+
+    return kernels
+
+
+def triton_version() -> str:
+    if importlib.util.find_spec("triton") is None:
+        return ""
+    from importlib.metadata import version
+
+    return version("triton")

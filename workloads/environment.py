@@ -1,0 +1,63 @@
+"""Facts about the machine a trial runs on and the code it runs, recorded in every result row."""
+
+import functools
+import platform
+import socket
+import subprocess
+from pathlib import Path
+
+import torch
+
+from workloads.backends import triton_version
+
+
+@functools.cache
+def device_name(device_type: str) -> str:
+    if device_type == "cuda":
+        return torch.cuda.get_device_name()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"CPU: {line.split(':', 1)[1].strip()}"
+    except OSError:
+        pass
+    return f"CPU: {platform.processor() or platform.machine()}"
+
+
+@functools.cache
+def driver_version() -> str:
+    if not torch.cuda.is_available():
+        return ""
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+            capture_output=True, text=True, timeout=10, check=True,
+        )
+        return out.stdout.strip().splitlines()[0]
+    except (OSError, subprocess.SubprocessError, IndexError):
+        return f"cuda {torch.version.cuda}"
+
+
+def environment_fields(device_type: str) -> dict[str, str]:
+    """The environment columns of a result row (node is filled in by the Ray worker)."""
+    return {
+        "device": device_name(device_type),
+        "host": socket.gethostname(),
+        "torch_version": torch.__version__,
+        "triton_version": triton_version(),
+        "driver_version": driver_version(),
+    }
+
+
+@functools.cache
+def code_version(repo: str | None = None) -> str:
+    """`git describe`-like id of the code: commit, plus '+dirty' when the tree has changes."""
+    cwd = repo or Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=cwd, capture_output=True,
+                                text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return commit + ("+dirty" if dirty else "")

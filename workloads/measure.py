@@ -1,0 +1,102 @@
+"""Timing, device ceilings and peak memory (DESIGN.md §4).
+
+GPU: `triton.testing.do_bench` (L2 flushed between runs, every sample kept for the quantiles).
+CPU: `torch.utils.benchmark.Timer.blocked_autorange`. Peaks are measured on the worker, never
+taken from datasheets, and cached per process.
+"""
+
+import functools
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch.utils import benchmark
+
+
+@dataclass(frozen=True)
+class MeasureSettings:
+    warmup_ms: float = 25.0  # GPU: do_bench warm-up after the first (compiling) call
+    rep_ms: float = 100.0  # GPU: do_bench measuring time
+    min_run_time_s: float = 0.2  # CPU: blocked_autorange budget
+    seed: int = 0
+    check_accuracy: bool = True
+
+
+@dataclass(frozen=True)
+class Timing:
+    median_ms: float
+    p20_ms: float
+    p80_ms: float
+    n_samples: int
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _quantile(sorted_ms: list[float], q: float) -> float:
+    if len(sorted_ms) == 1:
+        return sorted_ms[0]
+    return statistics.quantiles(sorted_ms, n=100, method="inclusive")[round(q * 100) - 1]
+
+
+def time_callable(fn: Callable[[], object], device: torch.device, settings: MeasureSettings) -> Timing:
+    """Median and 20/80 quantiles of `fn`'s latency; call it once before (JIT compile, caches)."""
+    if device.type == "cuda":
+        from triton.testing import do_bench
+
+        samples = do_bench(fn, warmup=settings.warmup_ms, rep=settings.rep_ms, return_mode="all")
+    else:
+        # num_threads: Timer defaults to one thread, which would under-report a multi-core CPU.
+        timer = benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
+        samples = [t * 1e3 for t in timer.blocked_autorange(min_run_time=settings.min_run_time_s).times]
+    ordered = sorted(samples)
+    return Timing(statistics.median(ordered), _quantile(ordered, 0.2), _quantile(ordered, 0.8), len(ordered))
+
+
+@functools.cache
+def device_peaks(device_type: str, dtype: str) -> tuple[float, float]:
+    """(matmul TFLOP/s in `dtype`, copy GB/s) measured on this device; the roofline's ceilings."""
+    device = torch.device(device_type)
+    settings = MeasureSettings(rep_ms=200.0, min_run_time_s=0.3)
+    n = 8192 if device_type == "cuda" else 1024
+    a = torch.randn(n, n, device=device).to(getattr(torch, dtype))
+    b = torch.randn(n, n, device=device).to(getattr(torch, dtype))
+    a @ b
+    matmul_ms = time_callable(lambda: a @ b, device, settings).median_ms
+    del a, b
+    elements = (1 << 28) if device_type == "cuda" else (1 << 24)  # 1 GiB / 64 MiB of float32
+    src = torch.randn(elements, device=device)
+    dst = torch.empty_like(src)
+    dst.copy_(src)
+    copy_ms = time_callable(lambda: dst.copy_(src), device, settings).median_ms
+    tflops = 2 * n**3 / (matmul_ms * 1e-3) / 1e12
+    gbps = 2 * src.numel() * src.element_size() / (copy_ms * 1e-3) / 1e9  # read + write
+    return tflops, gbps
+
+
+def peak_memory_bytes(fn: Callable[[], object], device: torch.device) -> int | None:
+    """Peak allocated device memory while `fn` runs once, its inputs included (GPU only)."""
+    if device.type != "cuda":
+        return None
+    synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    fn()
+    synchronize(device)
+    return torch.cuda.max_memory_allocated(device)
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    if isinstance(exc, torch.cuda.OutOfMemoryError):
+        return True
+    message = str(exc)
+    return isinstance(exc, RuntimeError) and (
+        "out of memory" in message.lower() or "can't allocate memory" in message
+    )
+
+
+def free_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()

@@ -1,0 +1,107 @@
+"""Grouped-query attention (Ainslie et al. 2023): G KV heads, query head h reads KV head h // (H/G).
+
+MHA (G = H) and MQA (G = 1) are the same math with the KV-head axis fixed (mha.py, mqa.py).
+Inputs are the projected heads; the cost model also counts the layer's projections as parameters.
+"""
+
+import torch
+import torch.nn.functional as F
+
+from workloads.backends import load_kernels
+from workloads.reference import attention
+from workloads.trial import Trial
+from workloads.variants.base import Cost, InvalidPoint, Variant, attention_flops, dtype_size
+
+# Queries per chunk in the high-precision reference: bounds its [.., chunk, N] score tensor.
+REFERENCE_QUERY_CHUNK = 1024
+
+
+def _torch_ref(trial: Trial, x: dict[str, torch.Tensor]) -> torch.Tensor:
+    if trial.phase == "decode":
+        out = attention(x["q"][:, :, None], x["k_cache"], x["v_cache"], kv_lengths=x["cache_seqlens"])
+        return out[:, :, 0]
+    return attention(x["q"], x["k"], x["v"], causal=trial.causal)
+
+
+def _torch_sdpa(trial: Trial, x: dict[str, torch.Tensor]) -> torch.Tensor:
+    if trial.phase == "decode":
+        # A mask would move SDPA off its fastest kernels, so it gets one only for ragged caches.
+        out = F.scaled_dot_product_attention(
+            x["q"][:, :, None], x["k_cache"], x["v_cache"], attn_mask=x.get("filled_mask"), enable_gqa=True
+        )
+        return out[:, :, 0]
+    # Prefill is self-attention (Nq == Nk), where SDPA's top-left causal alignment is the same as ours.
+    return F.scaled_dot_product_attention(x["q"], x["k"], x["v"], is_causal=trial.causal, enable_gqa=True)
+
+
+def _triton(trial: Trial, x: dict[str, torch.Tensor]) -> torch.Tensor:
+    kernels = load_kernels()
+    if trial.phase == "decode":
+        return kernels.decode_attention(x["q"], x["k_cache"], x["v_cache"], x["cache_seqlens"])
+    return kernels.flash_attention(x["q"], x["k"], x["v"], causal=trial.causal)
+
+
+class GroupedQueryAttention(Variant):
+    implementations = {
+        (backend, phase): impl
+        for backend, impl in (("torch-ref", _torch_ref), ("torch-sdpa", _torch_sdpa), ("triton", _triton))
+        for phase in ("prefill", "decode")
+    }
+
+    def __init__(self, name: str, summary: str, fixed_kv_heads: str | None = None):
+        """fixed_kv_heads: None (the n_kv_heads axis is used), "n_heads" (MHA) or "one" (MQA)."""
+        self.name = name
+        self.summary = summary
+        self.fixed_kv_heads = fixed_kv_heads
+
+    def resolve(self, point: dict) -> dict:
+        n_heads = point["n_heads"]
+        n_kv_heads = {"n_heads": n_heads, "one": 1, None: point["n_kv_heads"]}[self.fixed_kv_heads]
+        if n_kv_heads > n_heads or n_heads % n_kv_heads:
+            raise InvalidPoint("n_kv_heads", f"n_heads={n_heads} is not divisible by n_kv_heads={n_kv_heads}")
+        # A decoded token sees the whole cache: decode is causal by construction.
+        causal = True if point["phase"] == "decode" else point["causal"]
+        return {**point, "n_kv_heads": n_kv_heads, "causal": causal}
+
+    def make_inputs(self, trial: Trial, device: torch.device, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        b, h, g, n, d = trial.batch, trial.n_heads, trial.n_kv_heads, trial.seq_len, trial.head_dim
+        dtype = getattr(torch, trial.dtype)
+
+        def randn(*shape: int) -> torch.Tensor:
+            return torch.randn(*shape, generator=generator, device=device, dtype=dtype)
+
+        if trial.phase == "decode":
+            # Every cache holds seq_len tokens; with ragged lengths add "filled_mask" [B, 1, 1, L] for SDPA.
+            return {
+                "q": randn(b, h, d),  # the new token of each sequence
+                "k_cache": randn(b, g, n, d),
+                "v_cache": randn(b, g, n, d),
+                "cache_seqlens": torch.full((b,), n, dtype=torch.int32, device=device),
+            }
+        return {"q": randn(b, h, n, d), "k": randn(b, g, n, d), "v": randn(b, g, n, d)}
+
+    def reference(self, trial: Trial, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        if trial.phase == "decode":
+            q = inputs["q"][:, :, None]
+            return attention(q, inputs["k_cache"], inputs["v_cache"], kv_lengths=inputs["cache_seqlens"])[:, :, 0]
+        q, k, v = inputs["q"], inputs["k"], inputs["v"]
+        return attention(q, k, v, causal=trial.causal, query_chunk=REFERENCE_QUERY_CHUNK)
+
+    def cost(self, trial: Trial) -> Cost:
+        b, h, g, n, d = trial.batch, trial.n_heads, trial.n_kv_heads, trial.seq_len, trial.head_dim
+        size = dtype_size(trial.dtype)
+        if trial.phase == "decode":
+            flops = attention_flops(b, h, 1, n, d, d, causal=False)
+            elements = 2 * b * h * d + 2 * b * g * n * d  # q and o; the K/V cache actually read
+        else:
+            flops = attention_flops(b, h, n, n, d, d, trial.causal)
+            elements = 2 * b * h * n * d + 2 * b * g * n * d  # q, o; k, v
+        d_model = h * d
+        n_params = 2 * d_model * h * d + 2 * d_model * g * d  # W_Q, W_O; W_K, W_V
+        return Cost(flops=flops, bytes_moved=float(elements * size), n_params=n_params,
+                    kv_bytes_per_token=2 * g * d * size)
+
+
+VARIANT = GroupedQueryAttention(
+    "gqa", "grouped-query attention: n_kv_heads KV heads shared by groups of query heads"
+)

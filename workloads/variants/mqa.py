@@ -1,0 +1,5 @@
+"""Multi-query attention (Shazeer 2019): one KV head shared by all query heads."""
+
+from workloads.variants.gqa import GroupedQueryAttention
+
+VARIANT = GroupedQueryAttention("mqa", "multi-query attention: one KV head for all query heads", fixed_kv_heads="one")
