@@ -1,0 +1,118 @@
+"""A realistic results dataset written through the real store: two runs of a small MHA/GQA/MQA sweep.
+
+Run 1 (GPU host) covers variants × backends × phases × seq_lens, triton decode rows ran in the CPU
+interpreter, with one error (a traceback full of '<' and '&'), one oom and one unsupported point.
+Run 2, a day later, re-runs three trials: one now faster (the report must take it), the oom one now
+ok, and one that fails this time (the report must keep run 1's ok row).
+"""
+
+import hashlib
+import json
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from analysis.schema import COLUMNS
+from analysis.store import ResultStore, read_results
+
+SWEEP = "fixture"
+RUN_1, RUN_2 = "run-20250301-a1b2", "run-20250302-c3d4"
+DEVICE = "NVIDIA H100 80GB HBM3"
+HOST = "gpu-node-07"
+VARIANTS = {"mha": 8, "gqa": 2, "mqa": 1}  # variant -> n_kv_heads, with n_heads = 8
+BACKENDS = ("torch-ref", "torch-sdpa", "triton")
+SEQ_LENS = (128, 384, 1000)
+TRACEBACK = (
+    "Traceback (most recent call last):\n"
+    '  File "<kernels/flash.py>", line 42, in flash_attention\n'
+    "    assert BLOCK_N <= seq_len & mask\n"
+    "RuntimeError: triton compile failed: <ptxas> shared memory 232448 > 227 KiB & spills"
+)
+# The run-1 values that run 2 replaces or keeps, for the selection-rule test.
+FASTER_TRIAL = dict(variant="mha", backend="torch-sdpa", phase="prefill", seq_len=384)
+FASTER_LATENCY = 0.0123
+KEPT_TRIAL = dict(variant="gqa", backend="triton", phase="prefill", seq_len=128)
+OOM_TRIAL = dict(variant="mha", backend="torch-ref", phase="prefill", seq_len=1000)
+TIMEOUT = "trial exceeded its 600 s limit"
+ERROR_TRIAL = dict(variant="mqa", backend="triton", phase="prefill", seq_len=1000)
+UNSUPPORTED_TRIAL = dict(variant="mqa", backend="torch-sdpa", phase="decode", seq_len=128)
+
+
+def _trial_id(config: dict) -> str:
+    return hashlib.sha1(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def make_row(run_id: str, when: datetime, *, variant: str, backend: str, phase: str, seq_len: int,
+             status: str = "ok", latency_ms: float | None = None, error: str | None = None) -> dict:
+    """One row with every schema column, measured numbers from a toy cost model."""
+    n_heads, n_kv, head_dim, batch = 8, VARIANTS[variant], 64, 2
+    config = dict(variant=variant, backend=backend, phase=phase, batch=batch, seq_len=seq_len,
+                  n_heads=n_heads, n_kv_heads=n_kv, head_dim=head_dim, dtype="float16", causal=True,
+                  params="{}")
+    interpreted = backend == "triton" and phase == "decode"
+    row = {c: None for c in COLUMNS}
+    row.update(config, sweep=SWEEP, run_id=run_id, trial_id=_trial_id(config), attempt=1, status=status,
+               error=error, device="cpu" if interpreted else DEVICE, host=HOST, node="",
+               interpreted=interpreted, torch_version="2.13.0+cu128", triton_version="3.6.0",
+               driver_version="580.65.06", code_version="4f2c9e1+dirty", timestamp=when)
+    if status != "ok":
+        return row
+    q_len = seq_len if phase == "prefill" else 1
+    flops = 4.0 * batch * n_heads * q_len * (seq_len + 1) / 2 * head_dim
+    kv_bytes = 2 * batch * n_kv * seq_len * head_dim * 2
+    speed = {"torch-ref": 3.0, "torch-sdpa": 1.0, "triton": 0.8}[backend] * (1 + n_kv / 8)
+    if latency_ms is None:
+        latency_ms = speed * (2e-5 * seq_len**1.6 if phase == "prefill" else 1e-4 * seq_len) + 0.01
+        latency_ms *= 400 if interpreted else 1
+    row.update(
+        latency_ms=latency_ms, latency_ms_p20=latency_ms * 0.97, latency_ms_p80=latency_ms * 1.04,
+        n_samples=100, compile_ms=850.0 if backend == "triton" else None, flops=flops,
+        bytes_moved=float(kv_bytes), tflops=flops / latency_ms / 1e9, gbps=kv_bytes / latency_ms / 1e6,
+        peak_tflops=700.0, peak_gbps=3000.0,
+        pct_peak=100 * max(flops / 700e12, kv_bytes / 3000e9) / (latency_ms / 1e3),
+        peak_mem_bytes=kv_bytes * 3, kv_cache_bytes=kv_bytes, kv_bytes_per_token=2 * n_kv * head_dim * 2,
+        n_params=4 * (n_heads * head_dim) ** 2, max_abs_err=0.0 if backend == "torch-ref" else 1.5e-3 * n_kv,
+        rel_err=2e-4 if backend == "torch-ref" else 4e-4 * n_kv,
+    )
+    return row
+
+
+def fixture_rows() -> tuple[list[dict], list[dict]]:
+    t1 = datetime(2025, 3, 1, 12, 0, tzinfo=timezone.utc)
+    run1 = []
+    for i, (variant, backend, phase, seq_len) in enumerate(
+        (v, b, p, s) for v in VARIANTS for b in BACKENDS for p in ("prefill", "decode") for s in SEQ_LENS
+    ):
+        point = dict(variant=variant, backend=backend, phase=phase, seq_len=seq_len)
+        kwargs: dict = {}
+        if point == OOM_TRIAL:
+            kwargs = dict(status="oom", error="CUDA out of memory. Tried to allocate 2.00 GiB")
+        elif point == ERROR_TRIAL:
+            kwargs = dict(status="error", error=TRACEBACK)
+        elif point == UNSUPPORTED_TRIAL:
+            kwargs = dict(status="unsupported", error="torch-sdpa has no decode path for mqa")
+        run1.append(make_row(RUN_1, t1 + timedelta(seconds=i), **point, **kwargs))
+    t2 = t1 + timedelta(days=1)
+    run2 = [
+        make_row(RUN_2, t2, **FASTER_TRIAL, latency_ms=FASTER_LATENCY),
+        make_row(RUN_2, t2 + timedelta(seconds=1), **OOM_TRIAL),
+        make_row(RUN_2, t2 + timedelta(seconds=2), **KEPT_TRIAL, status="timeout", error=TIMEOUT),
+    ]
+    return run1, run2
+
+
+@pytest.fixture(scope="session")
+def results_dir(tmp_path_factory) -> object:
+    """The dataset directory `<results_dir>/fixture/` holding both runs."""
+    root = tmp_path_factory.mktemp("results")
+    for run_id, rows in zip((RUN_1, RUN_2), fixture_rows(), strict=True):
+        store = ResultStore(root, SWEEP, run_id)
+        store.append(rows[: len(rows) // 2])
+        store.append(rows[len(rows) // 2:])
+        store.finalize()
+    return root / SWEEP
+
+
+@pytest.fixture(scope="session")
+def results_df(results_dir):
+    return read_results(results_dir)
