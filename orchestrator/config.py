@@ -145,6 +145,7 @@ def compose_config(overrides: list[str]) -> DictConfig:
         # '+key=value' can add keys Hydra lets through; the schema refuses them (and wrong types).
         schema = OmegaConf.structured(Config)
         OmegaConf.set_struct(schema, True)
+        OmegaConf.set_struct(schema.sweep.params, False)  # open: each variant checks its own params
         OmegaConf.merge(schema, OmegaConf.to_container(cfg))
     except (HydraException, OmegaConfBaseException, ValueError) as exc:
         raise ConfigError(_one_line(exc, overrides)) from exc

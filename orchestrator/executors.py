@@ -75,6 +75,14 @@ def _connect(options: RayOptions) -> bool:
     return True
 
 
+def worker_layout(cluster_resources: dict[str, float], options: RayOptions) -> tuple[int, dict[str, int]]:
+    """(number of actors, resources of each): one per GPU when the cluster has GPUs, else CPU slots."""
+    n_gpus = int(cluster_resources.get("GPU", 0))
+    if n_gpus:
+        return n_gpus, {"num_gpus": 1, "num_cpus": 1}
+    return options.cpu_workers, {"num_cpus": options.cpus_per_worker}
+
+
 def _failed(error: str) -> TrialResult:
     return TrialResult(status="error", error=error, timestamp=dt.datetime.now(dt.timezone.utc))
 
@@ -85,15 +93,12 @@ def run_ray(trials: Sequence[Trial], settings: MeasureSettings, on_result: OnRes
 
     started_here = _connect(options)
     try:
-        n_gpus = int(ray.cluster_resources().get("GPU", 0))
-        if n_gpus:
-            actor_class = ray.remote(num_gpus=1, num_cpus=1)(TrialWorker)
-            make_worker = lambda: actor_class.remote(settings, 1)  # noqa: E731
-            n_workers = n_gpus
-        else:
-            actor_class = ray.remote(num_cpus=options.cpus_per_worker)(TrialWorker)
-            make_worker = lambda: actor_class.remote(settings, options.cpus_per_worker)  # noqa: E731
-            n_workers = options.cpu_workers
+        n_workers, resources = worker_layout(ray.cluster_resources(), options)
+        actor_class = ray.remote(**resources)(TrialWorker)
+
+        def make_worker():
+            return actor_class.remote(settings, resources["num_cpus"])
+
         pending = deque(trials)
         in_flight = {}  # ObjectRef -> (actor, trial)
 

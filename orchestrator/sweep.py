@@ -36,6 +36,11 @@ def new_run_id() -> str:
     return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
 
 
+def make_record(context: dict, trial: Trial, result: TrialResult) -> dict:
+    """One dataset row: run context (sweep, run_id, attempt, code_version) + trial config + result."""
+    return {**context, "trial_id": trial.trial_id, **trial.config(), **result.as_dict()}
+
+
 def _flat_params(cfg: DictConfig) -> dict[str, str]:
     """The resolved config as flat MLflow params ("sweep.axes.seq_len": "[64, 128]")."""
     flat = {}
@@ -66,7 +71,7 @@ def run_sweep(cfg: DictConfig, plan: Plan | None = None) -> SweepOutcome:
     progress = SweepProgress(len(plan.trials), cfg.progress, title=sweep)
 
     def on_result(trial: Trial, result: TrialResult) -> None:
-        record = {**context, "trial_id": trial.trial_id, **trial.config(), **result.as_dict()}
+        record = make_record(context, trial, result)
         store.append([record])  # durable before anything else: a crash loses only trials in flight
         if tracker is not None:
             tracker.log_trial(record)

@@ -25,3 +25,22 @@ def pytest_collection_modifyitems(config, items):
 def device() -> str:
     """Where kernels run: compiled on a GPU when there is one, else in Triton's interpreter."""
     return "cuda" if HAS_CUDA else "cpu"
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One local Ray instance for the whole session: 2 CPUs and 2 logical GPUs, so the
+    one-actor-per-GPU path runs on a machine without a GPU (actors then compute on the CPU)."""
+    import ray
+
+    ray.init(num_cpus=2, num_gpus=2, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture
+def in_tmp(tmp_path, monkeypatch):
+    """Run in an empty directory: default results/, reports/ and mlflow.db land there."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    return tmp_path

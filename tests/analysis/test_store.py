@@ -1,0 +1,86 @@
+"""The results store and its schema: DESIGN.md §3 columns, atomic parts, compaction, whole reads."""
+
+import datetime as dt
+
+import pandas as pd
+import pyarrow.dataset as ds
+import pytest
+
+from analysis.schema import COLUMNS, RESULT_SCHEMA
+from analysis.store import ResultStore, read_results, repair, to_table
+from orchestrator.sweep import make_record
+from workloads.trial import Trial, TrialResult
+
+REQUIRED = """sweep run_id trial_id variant backend phase batch seq_len n_heads n_kv_heads head_dim dtype causal
+params status error latency_ms latency_ms_p20 latency_ms_p80 n_samples tflops gbps pct_peak peak_mem_bytes
+kv_cache_bytes kv_bytes_per_token max_abs_err rel_err task accuracy loss device host node interpreted
+code_version timestamp""".split()
+
+
+def record(i: int, run_id: str = "run-a", status: str = "ok") -> dict:
+    trial = Trial("gqa", "torch-sdpa", "prefill", 1, 64 + i, 4, 2, 32, "float32", True)
+    result = TrialResult(status=status, latency_ms=1.0 + i, device="cpu", host="h",
+                         timestamp=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc))
+    return make_record({"sweep": "s", "run_id": run_id, "attempt": 1, "code_version": "abc"}, trial, result)
+
+
+def test_schema_has_the_required_columns():
+    assert set(REQUIRED) <= set(COLUMNS)
+
+
+def test_a_sweep_record_matches_the_schema_exactly():
+    assert list(record(0)) and set(record(0)) == set(COLUMNS)
+    table = to_table([record(0)])
+    assert table.schema.equals(RESULT_SCHEMA, check_metadata=False)
+
+
+@pytest.mark.parametrize("change", ["missing", "extra"])
+def test_rows_off_schema_are_refused(change):
+    row = record(0)
+    if change == "missing":
+        del row["rel_err"]
+    else:
+        row["surprise"] = 1
+    with pytest.raises(ValueError, match="does not match the schema"):
+        to_table([row])
+
+
+def test_appended_parts_are_readable_at_every_step_then_compacted(tmp_path):
+    store = ResultStore(tmp_path, "s", "run-a")
+    for i in range(3):
+        store.append([record(i)])
+        assert len(pd.read_parquet(tmp_path / "s")) == i + 1  # readable while the run goes on
+    (tmp_path / "s" / ".half-written.parquet.tmp").write_bytes(b"PAR1 not a whole file")
+    final = store.finalize()
+    assert sorted(p.name for p in (tmp_path / "s").glob("*.parquet")) == [final.name] == ["run-a.parquet"]
+    frame = pd.read_parquet(tmp_path / "s")
+    assert list(frame["seq_len"]) == [64, 65, 66]
+    assert ds.dataset(tmp_path / "s").count_rows() == 3
+
+
+def test_runs_accumulate_and_read_whole(tmp_path):
+    for run in ("run-a", "run-b"):
+        store = ResultStore(tmp_path, "s", run)
+        store.append([record(0, run), record(1, run, status="error")])
+        store.finalize()
+    frame = read_results(tmp_path / "s")
+    assert len(frame) == 4 and set(frame["run_id"]) == {"run-a", "run-b"}
+    assert list(frame.columns) == list(COLUMNS)
+    assert len(read_results(tmp_path / "s", run_id="run-b")) == 2
+
+
+def test_repair_removes_parts_of_compacted_runs(tmp_path):
+    store = ResultStore(tmp_path, "s", "run-a")
+    store.append([record(0)])
+    part = next((tmp_path / "s").glob("run-a-part-*.parquet"))
+    leftover = part.read_bytes()
+    store.finalize()
+    part.write_bytes(leftover)  # as if the driver died between the compacting rename and the deletes
+    assert len(pd.read_parquet(tmp_path / "s")) == 2
+    repair(tmp_path / "s")
+    assert len(pd.read_parquet(tmp_path / "s")) == 1
+
+
+def test_reading_a_missing_dataset_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no results dataset"):
+        read_results(tmp_path / "nothing")

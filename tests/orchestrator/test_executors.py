@@ -1,0 +1,44 @@
+"""Executors on a real local Ray instance (2 CPUs, 2 logical GPUs) and in-process."""
+
+import pytest
+
+from orchestrator.executors import RayOptions, run_local, run_ray, worker_layout
+from workloads.measure import MeasureSettings
+from workloads.trial import Trial
+
+FAST = MeasureSettings(min_run_time_s=0.01)
+
+
+def trials(n: int, variant="gqa") -> list[Trial]:
+    return [Trial(variant, "torch-sdpa", "prefill", 1, 16 + i, 4, 2, 16, "float32", True) for i in range(n)]
+
+
+@pytest.mark.parametrize("resources,expected", [
+    pytest.param({"CPU": 16, "GPU": 4}, (4, {"num_gpus": 1, "num_cpus": 1}), id="one-actor-per-gpu"),
+    pytest.param({"CPU": 16}, (3, {"num_cpus": 2}), id="cpu-slots"),
+])
+def test_worker_layout(resources, expected):
+    assert worker_layout(resources, RayOptions(cpu_workers=3, cpus_per_worker=2)) == expected
+
+
+def test_ray_runs_every_trial_and_streams_results(ray_cluster):
+    seen = []
+    run_ray(trials(5), FAST, lambda t, r: seen.append((t, r)), RayOptions())
+    assert sorted(t.seq_len for t, _ in seen) == [16, 17, 18, 19, 20]
+    assert all(r.status == "ok" for _, r in seen), [r.error for _, r in seen]
+    node = ray_cluster.get_runtime_context().get_node_id()
+    assert {r.node for _, r in seen} == {node}
+    assert ray_cluster.is_initialized()  # a cluster the executor did not start stays up
+
+
+def test_ray_failure_in_a_trial_is_a_row(ray_cluster):
+    seen = []
+    run_ray(trials(2, variant="not-registered"), FAST, lambda t, r: seen.append(r), RayOptions())
+    assert [r.status for r in seen] == ["error", "error"]
+    assert "unknown variant 'not-registered'" in seen[0].error
+
+
+def test_local_executor_runs_in_process():
+    seen = []
+    run_local(trials(2), FAST, lambda t, r: seen.append(r))
+    assert [r.status for r in seen] == ["ok", "ok"] and seen[0].node == ""
