@@ -78,9 +78,14 @@ def latency_figure(rows: pd.DataFrame, title: str) -> Figure | None:
         for key, line in group.groupby(list(LINE_AXES), dropna=False, sort=False):
             color, marker = styles[key]
             interpreted = bool(key[-1])
-            (handle,) = ax.plot(line["seq_len"], line["latency_ms"], color=color, marker=marker,
-                                linestyle="--" if interpreted else "-",
-                                markerfacecolor="none" if interpreted else color)
+            (handle,) = ax.plot(
+                line["seq_len"],
+                line["latency_ms"],
+                color=color,
+                marker=marker,
+                linestyle="--" if interpreted else "-",
+                markerfacecolor="none" if interpreted else color,
+            )
             band = line[["latency_ms_p20", "latency_ms_p80"]].astype(float)
             if len(line) > 1 and band.notna().all().all():
                 ax.fill_between(line["seq_len"], band.iloc[:, 0], band.iloc[:, 1], color=color, alpha=0.15)
@@ -94,10 +99,12 @@ def latency_figure(rows: pd.DataFrame, title: str) -> Figure | None:
         ax.set_xlabel("sequence length (tokens)")
         ax.set_ylabel("latency (ms)")
         if split:
-            ax.set_title(", ".join(f"{a}={axis_value(v)}" for a, v in zip(split, group_key, strict=True)),
-                         fontsize="medium")
+            ax.set_title(
+                ", ".join(f"{a}={axis_value(v)}" for a, v in zip(split, group_key, strict=True)),
+                fontsize="medium",
+            )
         ax.grid(True, which="major", alpha=0.3)
-    for ax in axes[len(groups):]:
+    for ax in axes[len(groups) :]:
         ax.set_visible(False)
     fig.suptitle(title)
     fig.legend(list(handles.values()), list(handles), loc="outside right center", fontsize="small")
@@ -113,4 +120,4 @@ def latency_svg(rows: pd.DataFrame, title: str) -> str | None:
     with matplotlib.rc_context({"svg.fonttype": "none"}):
         fig.savefig(buffer, format="svg", metadata={"Date": None})
     svg = buffer.getvalue()
-    return svg[svg.index("<svg"):]
+    return svg[svg.index("<svg") :]

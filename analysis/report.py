@@ -7,6 +7,7 @@ DataFrame and imports neither torch nor triton (DESIGN.md §1).
 
 import html
 import math
+import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,10 +19,23 @@ from analysis.store import read_results
 
 PHASE_ORDER = ("prefill", "decode", "train")
 SHAPE_AXES = ("batch", "n_heads", "n_kv_heads", "head_dim", "dtype", "causal", "params")
-AXIS_LABELS = {"batch": "batch", "n_heads": "heads", "n_kv_heads": "kv heads", "head_dim": "head dim",
-               "dtype": "dtype", "causal": "causal", "params": "params"}
-ENVIRONMENT = (("device", "device"), ("host", "host"), ("torch_version", "torch"),
-               ("triton_version", "triton"), ("driver_version", "driver"), ("code_version", "code version"))
+AXIS_LABELS = {
+    "batch": "batch",
+    "n_heads": "heads",
+    "n_kv_heads": "kv heads",
+    "head_dim": "head dim",
+    "dtype": "dtype",
+    "causal": "causal",
+    "params": "params",
+}
+ENVIRONMENT = (
+    ("device", "device"),
+    ("host", "host"),
+    ("torch_version", "torch"),
+    ("triton_version", "triton"),
+    ("driver_version", "driver"),
+    ("code_version", "code version"),
+)
 RATES = ("tflops", "gbps", "pct_peak")
 DAGGER = "†"
 SELECTION_RULE = (
@@ -29,8 +43,10 @@ SELECTION_RULE = (
     "and attempt); a trial without any ok row appears as its latest row. The status table counts every "
     "row; all other tables show the kept rows only."
 )
-INTERPRETED_NOTE = (f"{DAGGER} Triton ran in its CPU interpreter: the output is checked but the latency "
-                    "means nothing; these rows are never ranked.")
+INTERPRETED_NOTE = (
+    f"{DAGGER} Triton ran in its CPU interpreter: the output is checked but the latency "
+    "means nothing; these rows are never ranked."
+)
 
 
 @dataclass(frozen=True)
@@ -116,8 +132,10 @@ def _distinct(series: pd.Series, limit: int = 6) -> str:
 def _point(row: pd.Series) -> str:
     causal = " causal" if row["causal"] is True or row["causal"] == 1 else ""
     heads = f"H={axis_value(row['n_heads'])}/{axis_value(row['n_kv_heads'])}"
-    return (f"B={axis_value(row['batch'])} N={axis_value(row['seq_len'])} {heads} "
-            f"d={axis_value(row['head_dim'])} {axis_value(row['dtype'])}{causal}")
+    return (
+        f"B={axis_value(row['batch'])} N={axis_value(row['seq_len'])} {heads} "
+        f"d={axis_value(row['head_dim'])} {axis_value(row['dtype'])}{causal}"
+    )
 
 
 def load_results(results: str | Path | pd.DataFrame) -> pd.DataFrame:
@@ -138,11 +156,15 @@ def load_results(results: str | Path | pd.DataFrame) -> pd.DataFrame:
 
 def latest_per_trial(df: pd.DataFrame) -> pd.DataFrame:
     """One row per trial (SELECTION_RULE): its latest ok row, else its latest row."""
-    config = df[["variant", "backend", "phase", *SHAPE_AXES]].astype(object).apply(
-        lambda r: repr(tuple(r)), axis=1)
+    config = (
+        df[["variant", "backend", "phase", *SHAPE_AXES]]
+        .astype(object)
+        .apply(lambda r: repr(tuple(r)), axis=1)
+    )
     key = df["trial_id"].astype(object).where(df["trial_id"].notna(), config)
     ordered = df.assign(_key=key, _ok=df["status"].eq("ok")).sort_values(
-        ["_ok", "timestamp", "run_id", "attempt"], na_position="first", kind="stable")
+        ["_ok", "timestamp", "run_id", "attempt"], na_position="first", kind="stable"
+    )
     kept = ordered.groupby("_key", sort=False).tail(1)
     return kept.drop(columns=["_key", "_ok"]).sort_index()
 
@@ -153,10 +175,18 @@ def _phases(df: pd.DataFrame) -> list[str]:
 
 
 def _overview(df: pd.DataFrame, kept: pd.DataFrame) -> list[Block]:
-    runs = df.groupby("run_id", dropna=False).agg(
-        sweep=("sweep", _distinct), rows=("status", "size"), ok=("status", lambda s: int(s.eq("ok").sum())),
-        first=("timestamp", "min"), last=("timestamp", "max"), code=("code_version", _distinct),
-    ).sort_values("first")
+    runs = (
+        df.groupby("run_id", dropna=False)
+        .agg(
+            sweep=("sweep", _distinct),
+            rows=("status", "size"),
+            ok=("status", lambda s: int(s.eq("ok").sum())),
+            first=("timestamp", "min"),
+            last=("timestamp", "max"),
+            code=("code_version", _distinct),
+        )
+        .sort_values("first")
+    )
     stamps = df["timestamp"].dropna()
     span = f"{stamps.min():%Y-%m-%d %H:%M:%S} – {stamps.max():%Y-%m-%d %H:%M:%S} UTC" if len(stamps) else "—"
     facts = Table(["", ""])
@@ -175,8 +205,14 @@ def _overview(df: pd.DataFrame, kept: pd.DataFrame) -> list[Block]:
     for run_id, r in runs.iterrows():
         times = [f"{t:%Y-%m-%d %H:%M}" if pd.notna(t) else "—" for t in (r["first"], r["last"])]
         run_table.add([run_id, r["sweep"], Cell(str(r["rows"])), Cell(str(r["ok"])), *times, r["code"]])
-    return [Block("table", facts), Block("p", SELECTION_RULE), Block("h3", "Status"), Block("table", counts),
-            Block("h3", "Runs", markdown=False), Block("table", run_table, markdown=False)]
+    return [
+        Block("table", facts),
+        Block("p", SELECTION_RULE),
+        Block("h3", "Status"),
+        Block("table", counts),
+        Block("h3", "Runs", markdown=False),
+        Block("table", run_table, markdown=False),
+    ]
 
 
 def _best(ok: pd.DataFrame) -> pd.Series:
@@ -200,8 +236,11 @@ def _phase(phase: str, rows: pd.DataFrame) -> list[Block]:
         note = f"No ok rows in this phase ({len(rows)} failed or unsupported, see Failures)."
         return blocks + [Block("p", note)]
     vary = [a for a in SHAPE_AXES if ok[a].nunique(dropna=False) > 1]
-    fixed = [f"{AXIS_LABELS[a]}={axis_value(ok[a].iloc[0])}" for a in SHAPE_AXES
-             if a not in vary and not (a == "params" and axis_value(ok[a].iloc[0]) in ("—", "{}"))]
+    fixed = [
+        f"{AXIS_LABELS[a]}={axis_value(ok[a].iloc[0])}"
+        for a in SHAPE_AXES
+        if a not in vary and not (a == "params" and axis_value(ok[a].iloc[0]) in ("—", "{}"))
+    ]
     blocks.append(Block("p", f"{len(ok)} ok points. Same for all: {', '.join(fixed) or 'nothing'}."))
     svg = latency_svg(ok, f"{phase}: latency against sequence length")
     caption = "Shaded: p20–p80 of the timed runs."
@@ -225,16 +264,33 @@ def _phase(phase: str, rows: pd.DataFrame) -> list[Block]:
             r = at.iloc[-1] if len(at) else None
             cells.append(Cell("—") if r is None else Cell(fmt(r["latency_ms"]), _spread(r), best[r.name]))
         pivot.add(cells, bool(key[-1]))
-    notes = ("Median latency in ms{}; columns: sequence length in tokens; bold: the fastest measured variant "
-             "and backend at that length among rows of equal batch, heads, head dim, dtype and causal.")
-    blocks += [Block("h3", f"{phase}: latency (ms) by sequence length"),
-               Block("p", notes.format(", p20–p80 under it"), markdown=False),
-               Block("p", notes.format(""), html=False), Block("table", pivot)]
+    notes = (
+        "Median latency in ms{}; columns: sequence length in tokens; bold: the fastest measured variant "
+        "and backend at that length among rows of equal batch, heads, head dim, dtype and causal."
+    )
+    blocks += [
+        Block("h3", f"{phase}: latency (ms) by sequence length"),
+        Block("p", notes.format(", p20–p80 under it"), markdown=False),
+        Block("p", notes.format(""), html=False),
+        Block("table", pivot),
+    ]
     if ok["interpreted"].any():
         blocks.append(Block("p", INTERPRETED_NOTE))
 
-    metrics = Table(labels + ["seq len", "latency ms", "p20–p80", "runs", "TFLOP/s", "GB/s", "% peak",
-                              "peak mem MiB", "KV cache MiB"])
+    metrics = Table(
+        labels
+        + [
+            "seq len",
+            "latency ms",
+            "p20–p80",
+            "runs",
+            "TFLOP/s",
+            "GB/s",
+            "% peak",
+            "peak mem MiB",
+            "KV cache MiB",
+        ]
+    )
     for _, r in ok.iterrows():
         cells = [axis_value(r["variant"]), _backend(r["backend"], r["interpreted"])]
         cells += [axis_value(r[a]) for a in vary] + [Cell(axis_value(r["seq_len"]))]
@@ -242,8 +298,10 @@ def _phase(phase: str, rows: pd.DataFrame) -> list[Block]:
         cells += [Cell(axis_value(r["n_samples"])), *(Cell(fmt(r[m])) for m in RATES)]
         cells += [Cell(_mib(r["peak_mem_bytes"])), Cell(_mib(r["kv_cache_bytes"]))]
         metrics.add(cells, bool(r["interpreted"]))
-    return blocks + [Block("h3", f"{phase}: all metrics", markdown=False),
-                     Block("table", metrics, markdown=False)]
+    return blocks + [
+        Block("h3", f"{phase}: all metrics", markdown=False),
+        Block("table", metrics, markdown=False),
+    ]
 
 
 def _accuracy(kept: pd.DataFrame) -> list[Block]:
@@ -255,10 +313,21 @@ def _accuracy(kept: pd.DataFrame) -> list[Block]:
     for (variant, backend, dtype), g in rows.groupby(["variant", "backend", "dtype"], dropna=False):
         rel = g["rel_err"].astype(float)
         worst = "—" if rel.isna().all() else f"{g.loc[rel.idxmax(), 'phase']}, {_point(g.loc[rel.idxmax()])}"
-        table.add([variant, backend, dtype, Cell(str(len(g))), Cell(_sci(g["max_abs_err"].max())),
-                   Cell(_sci(rel.max())), worst])
-    note = ("Worst value over the kept rows that have one (interpreted rows included: their outputs are "
-            "exact), against the variant's high-precision reference.")
+        table.add(
+            [
+                variant,
+                backend,
+                dtype,
+                Cell(str(len(g))),
+                Cell(_sci(g["max_abs_err"].max())),
+                Cell(_sci(rel.max())),
+                worst,
+            ]
+        )
+    note = (
+        "Worst value over the kept rows that have one (interpreted rows included: their outputs are "
+        "exact), against the variant's high-precision reference."
+    )
     return blocks + [Block("p", note), Block("table", table)]
 
 
@@ -268,8 +337,10 @@ def _failure_rows(failed: pd.DataFrame) -> str:
     for _, r in failed.iterrows():
         cells = "".join(f"<td>{html.escape(axis_value(r[c]))}</td>" for c in ("status", "variant", "backend"))
         cells += f"<td>{html.escape(axis_value(r['phase']))}</td>"
-        details = (f"<details><summary>{html.escape(error_summary(r['error']))}</summary>"
-                   f"<pre>{html.escape(_text(r['error']))}</pre></details>")
+        details = (
+            f"<details><summary>{html.escape(error_summary(r['error']))}</summary>"
+            f"<pre>{html.escape(_text(r['error']))}</pre></details>"
+        )
         items.append(f"<tr>{cells}<td>{html.escape(_point(r))}</td><td>{details}</td></tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(items)}</tbody></table>"
 
@@ -277,11 +348,17 @@ def _failure_rows(failed: pd.DataFrame) -> str:
 def _failures(df: pd.DataFrame, kept: pd.DataFrame) -> list[Block]:
     blocks = [Block("h2", "Failures")]
     failed = kept[~kept["status"].isin(["ok", "unsupported"])].sort_values(
-        ["status", "variant", "backend", "phase", "seq_len"], na_position="last", kind="stable")
+        ["status", "variant", "backend", "phase", "seq_len"], na_position="last", kind="stable"
+    )
     hidden = int((~df["status"].isin(["ok", "unsupported"])).sum()) - len(failed)
     if hidden:
-        blocks.append(Block("p", f"{hidden} failed rows are not listed: the selection rule keeps another row "
-                                 "of their trial (an ok one, or a later failure)."))
+        blocks.append(
+            Block(
+                "p",
+                f"{hidden} failed rows are not listed: the selection rule keeps another row "
+                "of their trial (an ok one, or a later failure).",
+            )
+        )
     if failed.empty:
         blocks.append(Block("p", "No failures."))
     else:
@@ -306,8 +383,10 @@ def _html_table(table: Table) -> str:
             return f'<td class="num{" best" if c.best else ""}">{html.escape(c.text)}{sub}</td>'
         return f"<td>{html.escape(axis_value(c))}</td>"
 
-    body = "".join(('<tr class="interp">' if i else "<tr>") + "".join(map(cell, r)) + "</tr>"
-                   for r, i in zip(table.rows, table.interpreted, strict=True))
+    body = "".join(
+        ('<tr class="interp">' if i else "<tr>") + "".join(map(cell, r)) + "</tr>"
+        for r, i in zip(table.rows, table.interpreted, strict=True)
+    )
     if not any(table.headers):
         return f'<table class="facts"><tbody>{body}</tbody></table>'
     head = "".join(f"<th>{html.escape(h)}</th>" for h in table.headers)
@@ -322,6 +401,19 @@ def _md_table(table: Table) -> str:
 
     lines = ["| " + " | ".join(map(cell, table.headers)) + " |", "|" + "---|" * len(table.headers)]
     return "\n".join([*lines, *("| " + " | ".join(map(cell, r)) + " |" for r in table.rows)])
+
+
+def markdown_table(frame: pd.DataFrame) -> str:
+    """A DataFrame as a Markdown table, numbers to three significant digits (for benchmark scripts)."""
+    table = Table(headers=[str(c) for c in frame.columns])
+    for row in frame.itertuples(index=False):
+        table.add(
+            [
+                Cell(fmt(v)) if isinstance(v, numbers.Real) and not isinstance(v, numbers.Integral) else v
+                for v in row
+            ]
+        )
+    return _md_table(table)
 
 
 _STYLE = """
@@ -353,8 +445,10 @@ def _render_html(title: str, blocks: list[Block]) -> str:
             parts.append(f"<{block.kind}>{text}</{block.kind}>")
         else:
             parts.append(_html_table(block.content) if block.kind == "table" else str(block.content))
-    head = (f'<meta charset="utf-8">\n<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-            f"<title>{html.escape(title)}</title>\n<style>{_STYLE}</style>")
+    head = (
+        f'<meta charset="utf-8">\n<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        f"<title>{html.escape(title)}</title>\n<style>{_STYLE}</style>"
+    )
     body = f"<h1>{html.escape(title)}</h1>\n<nav>{''.join(nav)}</nav>\n" + "\n".join(parts)
     return f'<!doctype html>\n<html lang="en">\n<head>\n{head}\n</head>\n<body>\n{body}\n</body>\n</html>\n'
 

@@ -69,6 +69,15 @@ NUMERIC_COLUMNS: tuple[str, ...] = tuple(
 )
 # Columns that identify a point of a sweep: two rows with equal values measure the same thing.
 CONFIG_COLUMNS = (
-    "variant", "backend", "phase", "batch", "seq_len", "n_heads", "n_kv_heads", "head_dim", "dtype",
-    "causal", "params",
+    "variant",
+    "backend",
+    "phase",
+    "batch",
+    "seq_len",
+    "n_heads",
+    "n_kv_heads",
+    "head_dim",
+    "dtype",
+    "causal",
+    "params",
 )

@@ -95,7 +95,9 @@ SWEEP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 def available_sweeps() -> list[str]:
     from importlib.resources import files
 
-    return sorted(p.name[:-5] for p in (files("orchestrator.conf") / "sweep").iterdir() if p.name.endswith(".yaml"))
+    return sorted(
+        p.name[:-5] for p in (files("orchestrator.conf") / "sweep").iterdir() if p.name.endswith(".yaml")
+    )
 
 
 def _omegaconf_cause(exc: BaseException) -> OmegaConfBaseException | None:

@@ -70,8 +70,9 @@ def _connect(options: RayOptions) -> bool:
             ray.init(num_cpus=options.num_cpus, num_gpus=options.num_gpus, **kwargs)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         where = options.address or "a local instance"
-        raise ExecutorError(f"ray.address={options.address}: cannot start or reach Ray ({where}): "
-                            f"{str(exc).splitlines()[0]}") from exc
+        raise ExecutorError(
+            f"ray.address={options.address}: cannot start or reach Ray ({where}): {str(exc).splitlines()[0]}"
+        ) from exc
     return True
 
 
@@ -87,7 +88,9 @@ def _failed(error: str) -> TrialResult:
     return TrialResult(status="error", error=error, timestamp=dt.datetime.now(dt.timezone.utc))
 
 
-def run_ray(trials: Sequence[Trial], settings: MeasureSettings, on_result: OnResult, options: RayOptions) -> None:
+def run_ray(
+    trials: Sequence[Trial], settings: MeasureSettings, on_result: OnResult, options: RayOptions
+) -> None:
     import ray
     from ray.exceptions import RayActorError, RayError
 

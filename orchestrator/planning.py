@@ -38,8 +38,15 @@ def plan_trials(sweep: DictConfig | dict[str, Any]) -> Plan:
         given = OmegaConf.to_container(sweep.params[variant_name]) if variant_name in sweep.params else {}
         params = canonical_json(variant.check_params(given))
         planned, invalid_axis = 0, "n_heads"
-        for phase, backend, values in itertools.product(sweep.phases, sweep.backends, itertools.product(*axes.values())):
-            point = {"variant": variant_name, "backend": backend, "phase": phase, **dict(zip(AXES, values))}
+        for phase, backend, values in itertools.product(
+            sweep.phases, sweep.backends, itertools.product(*axes.values())
+        ):
+            point = {
+                "variant": variant_name,
+                "backend": backend,
+                "phase": phase,
+                **dict(zip(AXES, values, strict=True)),
+            }
             try:
                 point = variant.resolve(point)
             except InvalidPoint as exc:
@@ -52,6 +59,10 @@ def plan_trials(sweep: DictConfig | dict[str, Any]) -> Plan:
                 seen.add(trial.trial_id)
                 plan.trials.append(trial)
         if planned == 0:
-            reasons = "; ".join(r.split(": ", 1)[1] for r in plan.skipped if r.startswith(f"{variant_name}: "))
-            raise ConfigError(f"sweep.axes.{invalid_axis}: no valid point for variant {variant_name} ({reasons})")
+            reasons = "; ".join(
+                r.split(": ", 1)[1] for r in plan.skipped if r.startswith(f"{variant_name}: ")
+            )
+            raise ConfigError(
+                f"sweep.axes.{invalid_axis}: no valid point for variant {variant_name} ({reasons})"
+            )
     return plan

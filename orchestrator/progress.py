@@ -33,9 +33,14 @@ class SweepProgress:
         self._bar = None
         if mode == "bar":
             self._bar = Progress(
-                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("failures: {task.fields[failures]}"), TimeElapsedColumn(), TextColumn("ETA"),
-                TimeRemainingColumn(), console=self.console,
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("failures: {task.fields[failures]}"),
+                TimeElapsedColumn(),
+                TextColumn("ETA"),
+                TimeRemainingColumn(),
+                console=self.console,
             )
             self._task = self._bar.add_task(title, total=total, failures=0)
 
@@ -56,5 +61,8 @@ class SweepProgress:
             if result.status not in ("ok", "unsupported"):
                 self._bar.console.print(f"[red]{result.status}[/] {trial.label}: {_describe(result)}")
         elif self.mode == "lines":
-            print(f"[{self.done}/{self.total}] {result.status:<11} {trial.label}  {_describe(result)}",
-                  file=sys.stderr, flush=True)
+            print(
+                f"[{self.done}/{self.total}] {result.status:<11} {trial.label}  {_describe(result)}",
+                file=sys.stderr,
+                flush=True,
+            )

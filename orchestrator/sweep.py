@@ -8,9 +8,8 @@ import warnings
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
-
 import pyarrow.parquet as pq
+from omegaconf import DictConfig, OmegaConf
 
 from analysis.store import ResultStore, read_table
 from orchestrator.executors import RayOptions, run_local, run_ray
@@ -104,11 +103,18 @@ def _start_tracking(cfg: DictConfig, run_id: str, version: str):
     from orchestrator.tracking import Tracker
 
     try:
-        return Tracker(cfg.tracking.uri, cfg.sweep.name, run_id, _flat_params(cfg),
-                       tags={"run_id": run_id, "code_version": version})
+        return Tracker(
+            cfg.tracking.uri,
+            cfg.sweep.name,
+            run_id,
+            _flat_params(cfg),
+            tags={"run_id": run_id, "code_version": version},
+        )
     except Exception as exc:  # results still go to Parquet; tracking is not worth losing a sweep over
-        warnings.warn(f"MLflow tracking is off for this run, it could not start: {str(exc).splitlines()[0]}",
-                      stacklevel=2)
+        warnings.warn(
+            f"MLflow tracking is off for this run, it could not start: {str(exc).splitlines()[0]}",
+            stacklevel=2,
+        )
         return None
 
 

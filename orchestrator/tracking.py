@@ -52,8 +52,14 @@ def child_run_contents(record: Mapping[str, Any]):
 class Tracker:
     """MLflow logging of one sweep invocation."""
 
-    def __init__(self, uri: str | None, sweep: str, run_id: str, sweep_params: Mapping[str, Any],
-                 tags: Mapping[str, str]):
+    def __init__(
+        self,
+        uri: str | None,
+        sweep: str,
+        run_id: str,
+        sweep_params: Mapping[str, Any],
+        tags: Mapping[str, str],
+    ):
         from mlflow import MlflowClient
 
         logging.getLogger("alembic").setLevel(logging.WARNING)
@@ -71,7 +77,9 @@ class Tracker:
         self.parent_run_id = parent.info.run_id
         from mlflow.entities import Param
 
-        self.client.log_batch(self.parent_run_id, params=[Param(k, str(v)[:6000]) for k, v in sweep_params.items()])
+        self.client.log_batch(
+            self.parent_run_id, params=[Param(k, str(v)[:6000]) for k, v in sweep_params.items()]
+        )
         self._queue: queue.Queue = queue.Queue()
         self._failed = False
         self._thread = threading.Thread(target=self._drain, name="mlflow-logger", daemon=True)
@@ -89,8 +97,9 @@ class Tracker:
                 self._log_child(record)
             except Exception as exc:
                 self._failed = True
-                warnings.warn(f"MLflow logging to {self.uri} failed, results stay in Parquet only: {exc}",
-                              stacklevel=1)
+                warnings.warn(
+                    f"MLflow logging to {self.uri} failed, results stay in Parquet only: {exc}", stacklevel=1
+                )
 
     def _log_child(self, record: Mapping[str, Any]) -> None:
         params, metrics, tags = child_run_contents(record)

@@ -56,17 +56,20 @@ def time_callable(fn: Callable[[], object], device: torch.device, settings: Meas
     return Timing(statistics.median(ordered), _quantile(ordered, 0.2), _quantile(ordered, 0.8), len(ordered))
 
 
+def _matmul_ms(n: int, dtype: torch.dtype, device: torch.device, settings: MeasureSettings) -> float:
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
+    a @ b
+    return time_callable(lambda: a @ b, device, settings).median_ms
+
+
 @functools.cache
 def device_peaks(device_type: str, dtype: str) -> tuple[float, float]:
     """(matmul TFLOP/s in `dtype`, copy GB/s) measured on this device; the roofline's ceilings."""
     device = torch.device(device_type)
     settings = MeasureSettings(rep_ms=200.0, min_run_time_s=0.3)
     n = 8192 if device_type == "cuda" else 1024
-    a = torch.randn(n, n, device=device).to(getattr(torch, dtype))
-    b = torch.randn(n, n, device=device).to(getattr(torch, dtype))
-    a @ b
-    matmul_ms = time_callable(lambda: a @ b, device, settings).median_ms
-    del a, b
+    matmul_ms = _matmul_ms(n, getattr(torch, dtype), device, settings)
     elements = (1 << 28) if device_type == "cuda" else (1 << 24)  # 1 GiB / 64 MiB of float32
     src = torch.randn(elements, device=device)
     dst = torch.empty_like(src)

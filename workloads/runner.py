@@ -36,7 +36,9 @@ def input_seed(trial: Trial, base_seed: int) -> int:
 
 def _reference_inputs(inputs: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
     """float64 on the CPU; float32 on a GPU, where float64 would be slow (DESIGN.md §4)."""
-    ref_device, ref_dtype = (torch.device("cpu"), torch.float64) if device.type == "cpu" else (device, torch.float32)
+    ref_device, ref_dtype = (
+        (torch.device("cpu"), torch.float64) if device.type == "cpu" else (device, torch.float32)
+    )
     return {
         name: t.to(ref_device, ref_dtype) if t.is_floating_point() else t.to(ref_device)
         for name, t in inputs.items()
@@ -63,8 +65,9 @@ def _measure(trial: Trial, device: torch.device, settings: MeasureSettings, resu
         del reference
         if not within_tolerance(result.rel_err, trial.dtype):
             result.status = "error"
+            tolerance = REL_TOLERANCE[trial.dtype]
             result.error = (
-                f"accuracy check failed: rel_err={result.rel_err:.3e} exceeds {REL_TOLERANCE[trial.dtype]:.0e} "
+                f"accuracy check failed: rel_err={result.rel_err:.3e} exceeds {tolerance:.0e} "
                 f"for {trial.dtype} (max_abs_err={result.max_abs_err:.3e})"
             )
             return
@@ -72,7 +75,11 @@ def _measure(trial: Trial, device: torch.device, settings: MeasureSettings, resu
 
     result.peak_mem_bytes = peak_memory_bytes(forward, device)
     timing = time_callable(forward, device, settings)
-    result.latency_ms, result.latency_ms_p20, result.latency_ms_p80 = timing.median_ms, timing.p20_ms, timing.p80_ms
+    result.latency_ms, result.latency_ms_p20, result.latency_ms_p80 = (
+        timing.median_ms,
+        timing.p20_ms,
+        timing.p80_ms,
+    )
     result.n_samples = timing.n_samples
 
     seconds = timing.median_ms * 1e-3
@@ -80,7 +87,9 @@ def _measure(trial: Trial, device: torch.device, settings: MeasureSettings, resu
     result.gbps = result.bytes_moved / seconds / 1e9
     result.peak_tflops, result.peak_gbps = device_peaks(device.type, trial.dtype)
     # Roofline: the least time the flops or the bytes need at the measured ceilings, over the time taken.
-    bound_seconds = max(result.flops / (result.peak_tflops * 1e12), result.bytes_moved / (result.peak_gbps * 1e9))
+    bound_seconds = max(
+        result.flops / (result.peak_tflops * 1e12), result.bytes_moved / (result.peak_gbps * 1e9)
+    )
     result.pct_peak = 100.0 * bound_seconds / seconds
     result.status = "ok"
 

@@ -42,19 +42,53 @@ def _trial_id(config: dict) -> str:
     return hashlib.sha1(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def make_row(run_id: str, when: datetime, *, variant: str, backend: str, phase: str, seq_len: int,
-             status: str = "ok", latency_ms: float | None = None, error: str | None = None) -> dict:
+def make_row(
+    run_id: str,
+    when: datetime,
+    *,
+    variant: str,
+    backend: str,
+    phase: str,
+    seq_len: int,
+    status: str = "ok",
+    latency_ms: float | None = None,
+    error: str | None = None,
+) -> dict:
     """One row with every schema column, measured numbers from a toy cost model."""
     n_heads, n_kv, head_dim, batch = 8, VARIANTS[variant], 64, 2
-    config = dict(variant=variant, backend=backend, phase=phase, batch=batch, seq_len=seq_len,
-                  n_heads=n_heads, n_kv_heads=n_kv, head_dim=head_dim, dtype="float16", causal=True,
-                  params="{}")
+    config = dict(
+        variant=variant,
+        backend=backend,
+        phase=phase,
+        batch=batch,
+        seq_len=seq_len,
+        n_heads=n_heads,
+        n_kv_heads=n_kv,
+        head_dim=head_dim,
+        dtype="float16",
+        causal=True,
+        params="{}",
+    )
     interpreted = backend == "triton" and phase == "decode"
     row = {c: None for c in COLUMNS}
-    row.update(config, sweep=SWEEP, run_id=run_id, trial_id=_trial_id(config), attempt=1, status=status,
-               error=error, device="cpu" if interpreted else DEVICE, host=HOST, node="",
-               interpreted=interpreted, torch_version="2.13.0+cu128", triton_version="3.6.0",
-               driver_version="580.65.06", code_version="4f2c9e1+dirty", timestamp=when)
+    row.update(
+        config,
+        sweep=SWEEP,
+        run_id=run_id,
+        trial_id=_trial_id(config),
+        attempt=1,
+        status=status,
+        error=error,
+        device="cpu" if interpreted else DEVICE,
+        host=HOST,
+        node="",
+        interpreted=interpreted,
+        torch_version="2.13.0+cu128",
+        triton_version="3.6.0",
+        driver_version="580.65.06",
+        code_version="4f2c9e1+dirty",
+        timestamp=when,
+    )
     if status != "ok":
         return row
     q_len = seq_len if phase == "prefill" else 1
@@ -65,13 +99,23 @@ def make_row(run_id: str, when: datetime, *, variant: str, backend: str, phase: 
         latency_ms = speed * (2e-5 * seq_len**1.6 if phase == "prefill" else 1e-4 * seq_len) + 0.01
         latency_ms *= 400 if interpreted else 1
     row.update(
-        latency_ms=latency_ms, latency_ms_p20=latency_ms * 0.97, latency_ms_p80=latency_ms * 1.04,
-        n_samples=100, compile_ms=850.0 if backend == "triton" else None, flops=flops,
-        bytes_moved=float(kv_bytes), tflops=flops / latency_ms / 1e9, gbps=kv_bytes / latency_ms / 1e6,
-        peak_tflops=700.0, peak_gbps=3000.0,
+        latency_ms=latency_ms,
+        latency_ms_p20=latency_ms * 0.97,
+        latency_ms_p80=latency_ms * 1.04,
+        n_samples=100,
+        compile_ms=850.0 if backend == "triton" else None,
+        flops=flops,
+        bytes_moved=float(kv_bytes),
+        tflops=flops / latency_ms / 1e9,
+        gbps=kv_bytes / latency_ms / 1e6,
+        peak_tflops=700.0,
+        peak_gbps=3000.0,
         pct_peak=100 * max(flops / 700e12, kv_bytes / 3000e9) / (latency_ms / 1e3),
-        peak_mem_bytes=kv_bytes * 3, kv_cache_bytes=kv_bytes, kv_bytes_per_token=2 * n_kv * head_dim * 2,
-        n_params=4 * (n_heads * head_dim) ** 2, max_abs_err=0.0 if backend == "torch-ref" else 1.5e-3 * n_kv,
+        peak_mem_bytes=kv_bytes * 3,
+        kv_cache_bytes=kv_bytes,
+        kv_bytes_per_token=2 * n_kv * head_dim * 2,
+        n_params=4 * (n_heads * head_dim) ** 2,
+        max_abs_err=0.0 if backend == "torch-ref" else 1.5e-3 * n_kv,
         rel_err=2e-4 if backend == "torch-ref" else 4e-4 * n_kv,
     )
     return row
@@ -108,7 +152,7 @@ def results_dir(tmp_path_factory) -> object:
     for run_id, rows in zip((RUN_1, RUN_2), fixture_rows(), strict=True):
         store = ResultStore(root, SWEEP, run_id)
         store.append(rows[: len(rows) // 2])
-        store.append(rows[len(rows) // 2:])
+        store.append(rows[len(rows) // 2 :])
         store.finalize()
     return root / SWEEP
 

@@ -109,8 +109,21 @@ def test_html_is_well_formed_and_self_contained(report):
 def test_html_names_variants_backends_phases_and_environment(report):
     _, html_text, _ = report
     text = Page(html_text).all_text
-    for name in [*VARIANTS, *BACKENDS, "prefill", "decode", RUN_1, RUN_2, DEVICE, HOST,
-                 "2.13.0+cu128", "3.6.0", "580.65.06", "4f2c9e1+dirty", "2025-03-01 12:00:00"]:
+    for name in [
+        *VARIANTS,
+        *BACKENDS,
+        "prefill",
+        "decode",
+        RUN_1,
+        RUN_2,
+        DEVICE,
+        HOST,
+        "2.13.0+cu128",
+        "3.6.0",
+        "580.65.06",
+        "4f2c9e1+dirty",
+        "2025-03-01 12:00:00",
+    ]:
         assert name in text, name
     assert "sequence length (tokens)" in html_text and "latency (ms)" in html_text
     assert "57 in the dataset, 54 kept" in text
@@ -230,8 +243,17 @@ def test_empty_dataset_raises(results_df, tmp_path, kind):
 
 @pytest.mark.parametrize(
     "value, text",
-    [(1.0, "1.00"), (0.012345, "0.0123"), (123.4, "123"), (45678.9, "45679"), (2.5e-5, "2.50e-05"),
-     (3.2e7, "3.20e+07"), (0, "0"), (None, "—"), (float("nan"), "—")],
+    [
+        (1.0, "1.00"),
+        (0.012345, "0.0123"),
+        (123.4, "123"),
+        (45678.9, "45679"),
+        (2.5e-5, "2.50e-05"),
+        (3.2e7, "3.20e+07"),
+        (0, "0"),
+        (None, "—"),
+        (float("nan"), "—"),
+    ],
 )
 def test_fmt_three_significant_digits(value, text):
     assert fmt(value) == text

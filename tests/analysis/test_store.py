@@ -11,16 +11,21 @@ from analysis.store import ResultStore, read_results, repair, to_table
 from orchestrator.sweep import make_record
 from workloads.trial import Trial, TrialResult
 
-REQUIRED = """sweep run_id trial_id variant backend phase batch seq_len n_heads n_kv_heads head_dim dtype causal
-params status error latency_ms latency_ms_p20 latency_ms_p80 n_samples tflops gbps pct_peak peak_mem_bytes
-kv_cache_bytes kv_bytes_per_token max_abs_err rel_err task accuracy loss device host node interpreted
-code_version timestamp""".split()
+REQUIRED = """sweep run_id trial_id variant backend phase batch seq_len n_heads n_kv_heads head_dim dtype
+causal params status error latency_ms latency_ms_p20 latency_ms_p80 n_samples tflops gbps pct_peak
+peak_mem_bytes kv_cache_bytes kv_bytes_per_token max_abs_err rel_err task accuracy loss device host
+node interpreted code_version timestamp""".split()
 
 
 def record(i: int, run_id: str = "run-a", status: str = "ok") -> dict:
     trial = Trial("gqa", "torch-sdpa", "prefill", 1, 64 + i, 4, 2, 32, "float32", True)
-    result = TrialResult(status=status, latency_ms=1.0 + i, device="cpu", host="h",
-                         timestamp=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc))
+    result = TrialResult(
+        status=status,
+        latency_ms=1.0 + i,
+        device="cpu",
+        host="h",
+        timestamp=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc),
+    )
     return make_record({"sweep": "s", "run_id": run_id, "attempt": 1, "code_version": "abc"}, trial, result)
 
 

@@ -9,24 +9,41 @@ import pytest
 from orchestrator.cli import main
 
 INVALID = [
-    pytest.param(["sweep.variants=[gqa]", "sweep.axes.n_heads=[6]", "sweep.axes.n_kv_heads=[4]"],
-                 "sweep.axes.n_kv_heads: no valid point for variant gqa (n_heads=6 is not divisible by n_kv_heads=4)",
-                 id="gqa-indivisible-heads"),
-    pytest.param(["sweep=nope"], "sweep=nope: no such sweep (available: gqa_heads, smoke)", id="unknown-sweep"),
-    pytest.param(["sweep.variants=[mha,mla2]"], "sweep.variants: unknown variant 'mla2'", id="unknown-variant"),
-    pytest.param(["sweep.axes.seq_len=[128,0]"], "sweep.axes.seq_len: 0 is not a positive integer", id="seq-len-zero"),
-    pytest.param(["sweep.axes.seq_len=[-5]"], "sweep.axes.seq_len: -5 is not a positive integer", id="seq-len-negative"),
-    pytest.param(["sweep.axes.dtype=[bfloat61]"], "sweep.axes.dtype: unknown dtype 'bfloat61'", id="dtype-typo"),
+    pytest.param(
+        ["sweep.variants=[gqa]", "sweep.axes.n_heads=[6]", "sweep.axes.n_kv_heads=[4]"],
+        "sweep.axes.n_kv_heads: no valid point for variant gqa (n_heads=6 is not divisible by n_kv_heads=4)",
+        id="gqa-indivisible-heads",
+    ),
+    pytest.param(
+        ["sweep=nope"], "sweep=nope: no such sweep (available: gpu_table, gqa_heads, smoke)", id="unknown-sweep"
+    ),
+    pytest.param(
+        ["sweep.variants=[mha,mla2]"], "sweep.variants: unknown variant 'mla2'", id="unknown-variant"
+    ),
+    pytest.param(
+        ["sweep.axes.seq_len=[128,0]"], "sweep.axes.seq_len: 0 is not a positive integer", id="seq-len-zero"
+    ),
+    pytest.param(
+        ["sweep.axes.seq_len=[-5]"], "sweep.axes.seq_len: -5 is not a positive integer", id="seq-len-negative"
+    ),
+    pytest.param(
+        ["sweep.axes.dtype=[bfloat61]"], "sweep.axes.dtype: unknown dtype 'bfloat61'", id="dtype-typo"
+    ),
     pytest.param(["sweep.axes.seqlen=[128]"], "sweep.axes.seqlen: unknown key", id="unknown-axis"),
     pytest.param(["foo=1"], "foo: unknown key", id="unknown-key"),
     pytest.param(["+tracking.token=abc"], "tracking.token: unknown key", id="added-unknown-key"),
     pytest.param(["sweep.axes.seq_len=[abc]"], "sweep.axes.seq_len[0]: Value 'abc'", id="wrong-type"),
     pytest.param(["sweep.axes.seq_len=[512,"], "sweep.axes.seq_len=[512,: cannot parse", id="parse-error"),
-    pytest.param(["sweep.params.gqa.window=4"], "sweep.params.gqa.window: unknown parameter of gqa",
-                 id="unknown-variant-param"),
+    pytest.param(
+        ["sweep.params.gqa.window=4"],
+        "sweep.params.gqa.window: unknown parameter of gqa",
+        id="unknown-variant-param",
+    ),
     pytest.param(["sweep.backends=[cudnn]"], "sweep.backends: unknown backend 'cudnn'", id="unknown-backend"),
     pytest.param(["sweep.phases=[train]"], "sweep.phases: unknown phase 'train'", id="unknown-phase"),
-    pytest.param(["sweep.name=../escape"], "sweep.name: '../escape' is not a plain name", id="path-like-name"),
+    pytest.param(
+        ["sweep.name=../escape"], "sweep.name: '../escape' is not a plain name", id="path-like-name"
+    ),
     pytest.param(["executor=slurm"], "executor: 'slurm' is not one of ray, local", id="unknown-executor"),
 ]
 
@@ -42,12 +59,17 @@ def test_invalid_sweep_exits_2_and_writes_nothing(overrides, message, in_tmp, ca
 
 def test_console_script_exit_code_and_speed(in_tmp):
     start = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "orchestrator", "run", "sweep.axes.dtype=[fp32]"],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "run", "sweep.axes.dtype=[fp32]"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     elapsed = time.monotonic() - start
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
-        "attnsweep: error: sweep.axes.dtype: unknown dtype 'fp32' (known: bfloat16, float16, float32)"]
+        "attnsweep: error: sweep.axes.dtype: unknown dtype 'fp32' (known: bfloat16, float16, float32)"
+    ]
     assert elapsed < 15, f"validation took {elapsed:.1f} s"
     assert list(in_tmp.iterdir()) == []
 

@@ -12,7 +12,9 @@ def test_run_smoke_end_to_end(ray_cluster, in_tmp, capsys, monkeypatch):
     assert code == 0, out.err
 
     frame = pd.read_parquet(in_tmp / "results" / "smoke")
-    assert len(frame) == 18 and set(frame["status"]) == {"ok"}, frame[["variant", "backend", "phase", "error"]]
+    assert len(frame) == 18 and set(frame["status"]) == {"ok"}, frame[
+        ["variant", "backend", "phase", "error"]
+    ]
     combos = frame.groupby(["variant", "backend", "phase"]).size()
     assert len(combos) == 3 * 3 * 2
     assert frame.loc[frame["backend"] == "triton", "interpreted"].all()
@@ -36,8 +38,15 @@ def test_run_smoke_end_to_end(ray_cluster, in_tmp, capsys, monkeypatch):
 
 
 def test_second_run_appends_a_new_run(ray_cluster, in_tmp, capsys):
-    overrides = ["sweep.variants=[mqa]", "sweep.backends=[torch-sdpa]", "sweep.phases=[decode]",
-                 "sweep.axes.seq_len=[40]", "measure.min_run_time_s=0.02", "tracking.enabled=false", "report=false"]
+    overrides = [
+        "sweep.variants=[mqa]",
+        "sweep.backends=[torch-sdpa]",
+        "sweep.phases=[decode]",
+        "sweep.axes.seq_len=[40]",
+        "measure.min_run_time_s=0.02",
+        "tracking.enabled=false",
+        "report=false",
+    ]
     assert main(["run", *overrides]) == 0
     assert main(["run", *overrides]) == 0
     frame = pd.read_parquet(in_tmp / "results" / "smoke")

@@ -13,10 +13,13 @@ def trials(n: int, variant="gqa") -> list[Trial]:
     return [Trial(variant, "torch-sdpa", "prefill", 1, 16 + i, 4, 2, 16, "float32", True) for i in range(n)]
 
 
-@pytest.mark.parametrize("resources,expected", [
-    pytest.param({"CPU": 16, "GPU": 4}, (4, {"num_gpus": 1, "num_cpus": 1}), id="one-actor-per-gpu"),
-    pytest.param({"CPU": 16}, (3, {"num_cpus": 2}), id="cpu-slots"),
-])
+@pytest.mark.parametrize(
+    "resources,expected",
+    [
+        pytest.param({"CPU": 16, "GPU": 4}, (4, {"num_gpus": 1, "num_cpus": 1}), id="one-actor-per-gpu"),
+        pytest.param({"CPU": 16}, (3, {"num_cpus": 2}), id="cpu-slots"),
+    ],
+)
 def test_worker_layout(resources, expected):
     assert worker_layout(resources, RayOptions(cpu_workers=3, cpus_per_worker=2)) == expected
 

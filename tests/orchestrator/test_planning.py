@@ -8,9 +8,15 @@ import pytest
 from orchestrator.config import ConfigError, load_config
 from orchestrator.planning import plan_trials
 
-GRID = ["sweep.variants=[mha,gqa,mqa]", "sweep.backends=[torch-sdpa,triton]", "sweep.phases=[prefill,decode]",
-        "sweep.axes.seq_len=[100,256]", "sweep.axes.n_heads=[8,12]", "sweep.axes.n_kv_heads=[1,4,8]",
-        "sweep.axes.causal=[true,false]"]
+GRID = [
+    "sweep.variants=[mha,gqa,mqa]",
+    "sweep.backends=[torch-sdpa,triton]",
+    "sweep.phases=[prefill,decode]",
+    "sweep.axes.seq_len=[100,256]",
+    "sweep.axes.n_heads=[8,12]",
+    "sweep.axes.n_kv_heads=[1,4,8]",
+    "sweep.axes.causal=[true,false]",
+]
 
 
 def plan_ids(overrides):
@@ -26,7 +32,13 @@ def test_constraints_applied():
     assert {t.n_kv_heads for t in by_variant["mqa"]} == {1}
     assert all(t.n_kv_heads == t.n_heads for t in by_variant["mha"])
     # gqa: n_heads 8 takes kv 1, 4, 8; n_heads 12 takes kv 1, 4 (8 does not divide 12)
-    assert sorted({(t.n_heads, t.n_kv_heads) for t in by_variant["gqa"]}) == [(8, 1), (8, 4), (8, 8), (12, 1), (12, 4)]
+    assert sorted({(t.n_heads, t.n_kv_heads) for t in by_variant["gqa"]}) == [
+        (8, 1),
+        (8, 4),
+        (8, 8),
+        (12, 1),
+        (12, 4),
+    ]
     assert plan.skipped == {"gqa: n_heads=12 is not divisible by n_kv_heads=8": 2 * 2 * 2 * 2}
     # decode collapses the causal axis (it is causal by construction)
     assert all(t.causal for t in plan.trials if t.phase == "decode")
@@ -60,12 +72,19 @@ def test_variant_params_enter_the_trial():
 
 def test_variant_without_valid_point_is_refused():
     with pytest.raises(ConfigError, match=r"sweep.axes.n_kv_heads: no valid point for variant gqa"):
-        plan_trials(load_config(["sweep.variants=[mha,gqa]", "sweep.axes.n_heads=[4]",
-                                 "sweep.axes.n_kv_heads=[3]"]).sweep)
+        plan_trials(
+            load_config(
+                ["sweep.variants=[mha,gqa]", "sweep.axes.n_heads=[4]", "sweep.axes.n_kv_heads=[3]"]
+            ).sweep
+        )
 
 
 def test_default_sweep_covers_every_variant_backend_phase():
     trials = plan_trials(load_config([]).sweep).trials
     combos = {(t.variant, t.backend, t.phase) for t in trials}
-    assert combos == {(v, b, p) for v in ("mha", "gqa", "mqa") for b in ("torch-ref", "torch-sdpa", "triton")
-                      for p in ("prefill", "decode")}
+    assert combos == {
+        (v, b, p)
+        for v in ("mha", "gqa", "mqa")
+        for b in ("torch-ref", "torch-sdpa", "triton")
+        for p in ("prefill", "decode")
+    }

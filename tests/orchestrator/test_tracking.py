@@ -7,8 +7,16 @@ from mlflow import MlflowClient
 from orchestrator.config import load_config
 from orchestrator.sweep import run_sweep
 
-SMALL = ["sweep.variants=[mha,gqa]", "sweep.backends=[torch-sdpa]", "sweep.phases=[prefill,decode]",
-         "sweep.axes.seq_len=[16]", "measure.min_run_time_s=0.01", "executor=local", "progress=off", "report=false"]
+SMALL = [
+    "sweep.variants=[mha,gqa]",
+    "sweep.backends=[torch-sdpa]",
+    "sweep.phases=[prefill,decode]",
+    "sweep.axes.seq_len=[16]",
+    "measure.min_run_time_s=0.01",
+    "executor=local",
+    "progress=off",
+    "report=false",
+]
 
 
 @pytest.fixture(scope="module")
@@ -38,15 +46,26 @@ def test_child_contents(sweep_run):
     outcome, uri = sweep_run
     client = MlflowClient(tracking_uri=uri)
     experiment = client.get_experiment_by_name("smoke")
-    children = client.search_runs([experiment.experiment_id], f"tags.mlflow.parentRunId = '{outcome.mlflow_run_id}'")
+    children = client.search_runs(
+        [experiment.experiment_id], f"tags.mlflow.parentRunId = '{outcome.mlflow_run_id}'"
+    )
     trial_ids = set()
     for child in children:
         tags, params, metrics = child.data.tags, child.data.params, child.data.metrics
         assert {"trial_id", "status", "variant", "backend", "device"} <= set(tags)
         assert tags["status"] == "ok" and child.info.status == "FINISHED"
-        assert {"variant", "backend", "phase", "seq_len", "n_heads", "n_kv_heads", "dtype", "params"} <= set(params)
-        assert {"latency_ms", "latency_ms_p20", "latency_ms_p80", "tflops", "gbps", "rel_err",
-                "kv_bytes_per_token"} <= set(metrics)
+        assert {"variant", "backend", "phase", "seq_len", "n_heads", "n_kv_heads", "dtype", "params"} <= set(
+            params
+        )
+        assert {
+            "latency_ms",
+            "latency_ms_p20",
+            "latency_ms_p80",
+            "tflops",
+            "gbps",
+            "rel_err",
+            "kv_bytes_per_token",
+        } <= set(metrics)
         assert "seq_len" not in metrics  # configuration is a param, not a metric
         trial_ids.add(tags["trial_id"])
     assert len(trial_ids) == 4
@@ -54,7 +73,9 @@ def test_child_contents(sweep_run):
 
 def test_parent_carries_the_dataset(sweep_run):
     outcome, uri = sweep_run
-    artifacts = [a.path for a in MlflowClient(tracking_uri=uri).list_artifacts(outcome.mlflow_run_id, "dataset")]
+    artifacts = [
+        a.path for a in MlflowClient(tracking_uri=uri).list_artifacts(outcome.mlflow_run_id, "dataset")
+    ]
     assert artifacts == [f"dataset/smoke-{outcome.run_id}.parquet"]
 
 
@@ -67,7 +88,10 @@ def test_tracking_disabled_writes_no_store(in_tmp):
 def test_default_uri_is_mlflows_own(in_tmp):
     outcome = run_sweep(load_config(SMALL))
     assert (in_tmp / "mlflow.db").exists()
-    assert MlflowClient(tracking_uri="sqlite:///mlflow.db").get_run(outcome.mlflow_run_id).info.status == "FINISHED"
+    assert (
+        MlflowClient(tracking_uri="sqlite:///mlflow.db").get_run(outcome.mlflow_run_id).info.status
+        == "FINISHED"
+    )
 
 
 def test_unusable_tracking_store_warns_and_keeps_results(in_tmp):

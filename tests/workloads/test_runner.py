@@ -13,8 +13,19 @@ FAST = MeasureSettings(min_run_time_s=0.01)
 
 
 def trial(variant="gqa", backend="torch-sdpa", phase="prefill", **overrides) -> Trial:
-    point = {"variant": variant, "backend": backend, "phase": phase, "batch": 2, "seq_len": 33, "n_heads": 4,
-             "n_kv_heads": 2, "head_dim": 16, "dtype": "float32", "causal": True, **overrides}
+    point = {
+        "variant": variant,
+        "backend": backend,
+        "phase": phase,
+        "batch": 2,
+        "seq_len": 33,
+        "n_heads": 4,
+        "n_kv_heads": 2,
+        "head_dim": 16,
+        "dtype": "float32",
+        "causal": True,
+        **overrides,
+    }
     return Trial(**VARIANTS[variant].resolve(point))
 
 
@@ -73,12 +84,15 @@ def test_backends_see_the_same_inputs():
     assert input_seed(a, 0) == input_seed(b, 0) != input_seed(trial(seq_len=34), 0)
 
 
-@pytest.mark.parametrize("fault,status,message", [
-    pytest.param("raises", "error", "RuntimeError: kernel exploded", id="exception"),
-    pytest.param("wrong", "error", "accuracy check failed", id="wrong-output"),
-    pytest.param("nan", "error", "accuracy check failed: rel_err=nan", id="nan-output"),
-    pytest.param("oom", "oom", "CUDA out of memory", id="oom"),
-])
+@pytest.mark.parametrize(
+    "fault,status,message",
+    [
+        pytest.param("raises", "error", "RuntimeError: kernel exploded", id="exception"),
+        pytest.param("wrong", "error", "accuracy check failed", id="wrong-output"),
+        pytest.param("nan", "error", "accuracy check failed: rel_err=nan", id="nan-output"),
+        pytest.param("oom", "oom", "CUDA out of memory", id="oom"),
+    ],
+)
 def test_failures_become_results(fault, status, message):
     result = run_trial(trial(variant=f"test-{fault}", backend="torch-ref"), FAST)
     assert result.status == status

@@ -12,8 +12,10 @@ TRIAL = Trial("gqa", "triton", "prefill", 2, 100, 8, 2, 64, "bfloat16", True, '{
 
 
 def test_trial_id_is_stable_across_processes():
-    code = ("from workloads.trial import Trial; "
-            "print(Trial('gqa','triton','prefill',2,100,8,2,64,'bfloat16',True,'{\"x\":1}').trial_id)")
+    code = (
+        "from workloads.trial import Trial; "
+        "print(Trial('gqa','triton','prefill',2,100,8,2,64,'bfloat16',True,'{\"x\":1}').trial_id)"
+    )
     other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert other.stdout.strip() == TRIAL.trial_id
     assert len(TRIAL.trial_id) == 16

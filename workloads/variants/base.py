@@ -82,7 +82,9 @@ class Variant:
     def run(self, trial: Trial, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.implementations[(trial.backend, trial.phase)](trial, inputs)
 
-    def make_inputs(self, trial: Trial, device: torch.device, generator: torch.Generator) -> dict[str, torch.Tensor]:
+    def make_inputs(
+        self, trial: Trial, device: torch.device, generator: torch.Generator
+    ) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
     def reference(self, trial: Trial, inputs: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -63,7 +63,9 @@ class GroupedQueryAttention(Variant):
         causal = True if point["phase"] == "decode" else point["causal"]
         return {**point, "n_kv_heads": n_kv_heads, "causal": causal}
 
-    def make_inputs(self, trial: Trial, device: torch.device, generator: torch.Generator) -> dict[str, torch.Tensor]:
+    def make_inputs(
+        self, trial: Trial, device: torch.device, generator: torch.Generator
+    ) -> dict[str, torch.Tensor]:
         b, h, g, n, d = trial.batch, trial.n_heads, trial.n_kv_heads, trial.seq_len, trial.head_dim
         dtype = getattr(torch, trial.dtype)
 
@@ -83,7 +85,9 @@ class GroupedQueryAttention(Variant):
     def reference(self, trial: Trial, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         if trial.phase == "decode":
             q = inputs["q"][:, :, None]
-            return attention(q, inputs["k_cache"], inputs["v_cache"], kv_lengths=inputs["cache_seqlens"])[:, :, 0]
+            return attention(q, inputs["k_cache"], inputs["v_cache"], kv_lengths=inputs["cache_seqlens"])[
+                :, :, 0
+            ]
         q, k, v = inputs["q"], inputs["k"], inputs["v"]
         return attention(q, k, v, causal=trial.causal, query_chunk=REFERENCE_QUERY_CHUNK)
 
@@ -98,8 +102,12 @@ class GroupedQueryAttention(Variant):
             elements = 2 * b * h * n * d + 2 * b * g * n * d  # q, o; k, v
         d_model = h * d
         n_params = 2 * d_model * h * d + 2 * d_model * g * d  # W_Q, W_O; W_K, W_V
-        return Cost(flops=flops, bytes_moved=float(elements * size), n_params=n_params,
-                    kv_bytes_per_token=2 * g * d * size)
+        return Cost(
+            flops=flops,
+            bytes_moved=float(elements * size),
+            n_params=n_params,
+            kv_bytes_per_token=2 * g * d * size,
+        )
 
 
 VARIANT = GroupedQueryAttention(

@@ -2,4 +2,6 @@
 
 from workloads.variants.gqa import GroupedQueryAttention
 
-VARIANT = GroupedQueryAttention("mqa", "multi-query attention: one KV head for all query heads", fixed_kv_heads="one")
+VARIANT = GroupedQueryAttention(
+    "mqa", "multi-query attention: one KV head for all query heads", fixed_kv_heads="one"
+)
