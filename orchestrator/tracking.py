@@ -27,10 +27,17 @@ NOT_METRICS = set(CONFIG_COLUMNS) | {"attempt"}
 TERMINAL_STATUS = {"ok": "FINISHED", "unsupported": "FINISHED"}  # every other status: FAILED
 
 
-def default_tracking_uri() -> str:
+def resolve_tracking_uri(uri: str | None) -> str:
+    """`uri`, else MLflow's own default (MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here), with a
+    relative SQLite path made absolute: MLflow caches stores by URI, so a relative one would stay
+    bound to the directory where it was first opened."""
     import mlflow
 
-    return mlflow.get_tracking_uri()  # MLFLOW_TRACKING_URI when set, else MLflow's own default
+    uri = uri or mlflow.get_tracking_uri()
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri[len(prefix) :].startswith("/"):
+        uri = prefix + str(Path(uri[len(prefix) :]).resolve())
+    return uri
 
 
 def child_run_contents(record: Mapping[str, Any]):
@@ -63,7 +70,7 @@ class Tracker:
         from mlflow import MlflowClient
 
         logging.getLogger("alembic").setLevel(logging.WARNING)
-        self.uri = uri or default_tracking_uri()
+        self.uri = resolve_tracking_uri(uri)
         self.client = MlflowClient(tracking_uri=self.uri)
         experiment = self.client.get_experiment_by_name(sweep)
         if experiment is None:

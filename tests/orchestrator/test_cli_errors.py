@@ -15,7 +15,9 @@ INVALID = [
         id="gqa-indivisible-heads",
     ),
     pytest.param(
-        ["sweep=nope"], "sweep=nope: no such sweep (available: gpu_table, gqa_heads, smoke)", id="unknown-sweep"
+        ["sweep=nope"],
+        "sweep=nope: no such sweep (available: gpu_table, gqa_heads, smoke)",
+        id="unknown-sweep",
     ),
     pytest.param(
         ["sweep.variants=[mha,mla2]"], "sweep.variants: unknown variant 'mla2'", id="unknown-variant"

@@ -26,7 +26,7 @@ def test_run_smoke_end_to_end(ray_cluster, in_tmp, capsys, monkeypatch):
     assert report.exists() and (in_tmp / "reports" / "smoke" / "summary.md").exists()
     assert "<svg" in report.read_text()
 
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{in_tmp / 'mlflow.db'}")
     runs = mlflow.search_runs(experiment_names=["smoke"], output_format="list")
     parent = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     assert len(parent) == 1 and parent[0].info.run_name == frame["run_id"].iloc[0]

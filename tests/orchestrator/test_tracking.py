@@ -88,10 +88,8 @@ def test_tracking_disabled_writes_no_store(in_tmp):
 def test_default_uri_is_mlflows_own(in_tmp):
     outcome = run_sweep(load_config(SMALL))
     assert (in_tmp / "mlflow.db").exists()
-    assert (
-        MlflowClient(tracking_uri="sqlite:///mlflow.db").get_run(outcome.mlflow_run_id).info.status
-        == "FINISHED"
-    )
+    client = MlflowClient(tracking_uri=f"sqlite:///{in_tmp / 'mlflow.db'}")
+    assert client.get_run(outcome.mlflow_run_id).info.status == "FINISHED"
 
 
 def test_unusable_tracking_store_warns_and_keeps_results(in_tmp):
