@@ -17,6 +17,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from workloads.backends import BACKENDS
+from workloads.measure import MeasureSettings
 from workloads.trial import DTYPES, PHASES
 from workloads.variants import VARIANTS
 
@@ -64,15 +65,6 @@ class TrackingConf:
 
 
 @dataclass
-class MeasureConf:
-    warmup_ms: float = 25.0
-    rep_ms: float = 100.0
-    min_run_time_s: float = 0.5
-    seed: int = 0
-    check_accuracy: bool = True
-
-
-@dataclass
 class Config:
     sweep: SweepConf = field(default_factory=SweepConf)
     executor: str = "ray"
@@ -82,7 +74,7 @@ class Config:
     progress: str = "auto"
     ray: RayConf = field(default_factory=RayConf)
     tracking: TrackingConf = field(default_factory=TrackingConf)
-    measure: MeasureConf = field(default_factory=MeasureConf)
+    measure: MeasureSettings = field(default_factory=MeasureSettings)
 
 
 ConfigStore.instance().store(name="attnsweep_schema", node=Config)

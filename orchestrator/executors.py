@@ -9,8 +9,8 @@ import datetime as dt
 import traceback
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
+from orchestrator.config import RayConf
 from workloads.measure import MeasureSettings
 from workloads.trial import Trial, TrialResult
 
@@ -47,16 +47,7 @@ class TrialWorker:
         return result
 
 
-@dataclass
-class RayOptions:
-    address: str | None = None
-    num_cpus: int | None = None
-    num_gpus: int | None = None
-    cpu_workers: int = 2
-    cpus_per_worker: int = 1
-
-
-def _connect(options: RayOptions) -> bool:
+def _connect(options: RayConf) -> bool:
     """Initialise Ray unless this process already has; True when this call started it."""
     import ray
 
@@ -76,7 +67,7 @@ def _connect(options: RayOptions) -> bool:
     return True
 
 
-def worker_layout(cluster_resources: dict[str, float], options: RayOptions) -> tuple[int, dict[str, int]]:
+def worker_layout(cluster_resources: dict[str, float], options: RayConf) -> tuple[int, dict[str, int]]:
     """(number of actors, resources of each): one per GPU when the cluster has GPUs, else CPU slots."""
     n_gpus = int(cluster_resources.get("GPU", 0))
     if n_gpus:
@@ -89,7 +80,7 @@ def _failed(error: str) -> TrialResult:
 
 
 def run_ray(
-    trials: Sequence[Trial], settings: MeasureSettings, on_result: OnResult, options: RayOptions
+    trials: Sequence[Trial], settings: MeasureSettings, on_result: OnResult, options: RayConf
 ) -> None:
     import ray
     from ray.exceptions import RayActorError, RayError

@@ -5,18 +5,17 @@ import logging
 import secrets
 import tempfile
 import warnings
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow.parquet as pq
 from omegaconf import DictConfig, OmegaConf
 
 from analysis.store import ResultStore, read_table
-from orchestrator.executors import RayOptions, run_local, run_ray
+from orchestrator.executors import run_local, run_ray
 from orchestrator.planning import Plan, plan_trials
 from orchestrator.progress import SweepProgress
 from workloads.environment import code_version
-from workloads.measure import MeasureSettings
 from workloads.trial import Trial, TrialResult
 
 log = logging.getLogger(__name__)
@@ -55,10 +54,6 @@ def _flat_params(cfg: DictConfig) -> dict[str, str]:
     return flat
 
 
-def _measure_settings(cfg: DictConfig) -> MeasureSettings:
-    return MeasureSettings(**{f.name: cfg.measure[f.name] for f in fields(MeasureSettings)})
-
-
 def run_sweep(cfg: DictConfig, plan: Plan | None = None) -> SweepOutcome:
     """Run a validated config end to end; every trial ends as a row, failures included."""
     plan = plan or plan_trials(cfg.sweep)
@@ -77,14 +72,14 @@ def run_sweep(cfg: DictConfig, plan: Plan | None = None) -> SweepOutcome:
         counts[result.status] = counts.get(result.status, 0) + 1
         progress.update(trial, result)
 
-    settings = _measure_settings(cfg)
+    settings = OmegaConf.to_object(cfg.measure)
     mlflow_status = "FAILED"
     try:
         with progress:
             if cfg.executor == "local":
                 run_local(plan.trials, settings, on_result)
             else:
-                run_ray(plan.trials, settings, on_result, RayOptions(**OmegaConf.to_container(cfg.ray)))
+                run_ray(plan.trials, settings, on_result, OmegaConf.to_object(cfg.ray))
         mlflow_status = "FINISHED"
     except KeyboardInterrupt:
         mlflow_status = "KILLED"

@@ -52,27 +52,19 @@ def environment_fields(device_type: str) -> dict[str, str]:
     }
 
 
+def _git(cwd: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10, check=True
+    ).stdout.strip()
+
+
 @functools.cache
 def code_version(repo: str | None = None) -> str:
     """`git describe`-like id of the code: commit, plus '+dirty' when the tree has changes."""
-    cwd = repo or Path(__file__).resolve().parent.parent
+    cwd = Path(repo) if repo else Path(__file__).resolve().parent.parent
     try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short=12", "HEAD"],
-            cwd=cwd,
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=cwd,
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
+        commit = _git(cwd, "rev-parse", "--short=12", "HEAD")
+        dirty = _git(cwd, "status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return commit + ("+dirty" if dirty else "")

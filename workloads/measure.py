@@ -14,11 +14,13 @@ import torch
 from torch.utils import benchmark
 
 
-@dataclass(frozen=True)
+@dataclass
 class MeasureSettings:
+    """How trials are measured; also the `measure` node of the sweep config."""
+
     warmup_ms: float = 25.0  # GPU: do_bench warm-up after the first (compiling) call
     rep_ms: float = 100.0  # GPU: do_bench measuring time
-    min_run_time_s: float = 0.2  # CPU: blocked_autorange budget
+    min_run_time_s: float = 0.5  # CPU: blocked_autorange budget
     seed: int = 0
     check_accuracy: bool = True
 

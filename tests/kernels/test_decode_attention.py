@@ -7,6 +7,7 @@ import torch
 from kernels import decode_attention
 from kernels.decode_attention import default_num_splits
 from tests.helpers import assert_close, random_tensor
+from tests.kernels.invalid_inputs import replacing, with_kwargs
 from workloads.reference import attention
 
 FP32_REL_TOL = 1e-5
@@ -149,22 +150,11 @@ def _valid(device, dtype=torch.float32):
 
 def _replace(index, tensor_fn):
     """Valid inputs with q, k_cache, v_cache or cache_seqlens (index 0..3) replaced by tensor_fn(device)."""
-
-    def build(device):
-        tensors = list(_valid(device))
-        tensors[index] = tensor_fn(device)
-        return tuple(tensors), {}
-
-    return build
+    return replacing(_valid, index, tensor_fn)
 
 
 def _with_kwargs(**kwargs):
-    def build(device):
-        return _valid(device), {
-            key: value(device) if callable(value) else value for key, value in kwargs.items()
-        }
-
-    return build
+    return with_kwargs(_valid, **kwargs)
 
 
 INVALID = [

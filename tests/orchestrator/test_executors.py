@@ -2,7 +2,8 @@
 
 import pytest
 
-from orchestrator.executors import RayOptions, run_local, run_ray, worker_layout
+from orchestrator.config import RayConf
+from orchestrator.executors import run_local, run_ray, worker_layout
 from workloads.measure import MeasureSettings
 from workloads.trial import Trial
 
@@ -21,12 +22,12 @@ def trials(n: int, variant="gqa") -> list[Trial]:
     ],
 )
 def test_worker_layout(resources, expected):
-    assert worker_layout(resources, RayOptions(cpu_workers=3, cpus_per_worker=2)) == expected
+    assert worker_layout(resources, RayConf(cpu_workers=3, cpus_per_worker=2)) == expected
 
 
 def test_ray_runs_every_trial_and_streams_results(ray_cluster):
     seen = []
-    run_ray(trials(5), FAST, lambda t, r: seen.append((t, r)), RayOptions())
+    run_ray(trials(5), FAST, lambda t, r: seen.append((t, r)), RayConf())
     assert sorted(t.seq_len for t, _ in seen) == [16, 17, 18, 19, 20]
     assert all(r.status == "ok" for _, r in seen), [r.error for _, r in seen]
     node = ray_cluster.get_runtime_context().get_node_id()
@@ -36,7 +37,7 @@ def test_ray_runs_every_trial_and_streams_results(ray_cluster):
 
 def test_ray_failure_in_a_trial_is_a_row(ray_cluster):
     seen = []
-    run_ray(trials(2, variant="not-registered"), FAST, lambda t, r: seen.append(r), RayOptions())
+    run_ray(trials(2, variant="not-registered"), FAST, lambda t, r: seen.append(r), RayConf())
     assert [r.status for r in seen] == ["error", "error"]
     assert "unknown variant 'not-registered'" in seen[0].error
 
