@@ -1,11 +1,14 @@
 """Run trials and hand each result to `on_result` as soon as it exists.
 
-`run_ray`: one actor per GPU (num_gpus=1) or `cpu_workers` CPU actors when the cluster has no GPU;
-each actor gets its next trial when it returns one, and the driver collects with `ray.wait`.
-`run_local`: the same trials one after the other in this process, no Ray.
+Executors are context managers: entering one connects to what it runs on (and fails there, with
+ExecutorError, before a sweep creates anything), leaving it shuts down what it started.
+`RayExecutor`: one actor per GPU (num_gpus=1) or `cpu_workers` CPU actors when the cluster has no
+GPU; each actor gets its next trial when it returns one, and the driver collects with `ray.wait`.
+`LocalExecutor`: the same trials one after the other in this process, no Ray.
 """
 
 import datetime as dt
+import socket
 import traceback
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -21,11 +24,18 @@ class ExecutorError(RuntimeError):
     """The executor could not start (e.g. an unreachable Ray cluster)."""
 
 
-def run_local(trials: Sequence[Trial], settings: MeasureSettings, on_result: OnResult) -> None:
-    from workloads.runner import run_trial
+class LocalExecutor:
+    def __enter__(self) -> "LocalExecutor":
+        return self
 
-    for trial in trials:
-        on_result(trial, run_trial(trial, settings))
+    def __exit__(self, *exc) -> None:
+        pass
+
+    def run(self, trials: Sequence[Trial], settings: MeasureSettings, on_result: OnResult) -> None:
+        from workloads.runner import run_trial
+
+        for trial in trials:
+            on_result(trial, run_trial(trial, settings))
 
 
 class TrialWorker:
@@ -47,10 +57,23 @@ class TrialWorker:
         return result
 
 
+def _probe(address: str, timeout_s: float = 5.0) -> None:
+    """Fail fast on a `host:port` where nothing listens: Ray itself retries for minutes."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        return  # "auto" and other forms are Ray's to resolve
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise ExecutorError(f"ray.address={address}: nothing answers at {host}:{port} ({exc})") from exc
+
+
 def _connect(options: RayConf) -> bool:
     """Initialise Ray unless this process already has; True when this call started it."""
     import ray
 
+    if options.address:
+        _probe(options.address)
     if ray.is_initialized():
         return False
     kwargs = {"include_dashboard": False, "logging_level": "WARNING", "log_to_driver": False}
@@ -79,15 +102,26 @@ def _failed(error: str) -> TrialResult:
     return TrialResult(status="error", error=error, timestamp=dt.datetime.now(dt.timezone.utc))
 
 
-def run_ray(
-    trials: Sequence[Trial], settings: MeasureSettings, on_result: OnResult, options: RayConf
-) -> None:
-    import ray
-    from ray.exceptions import RayActorError, RayError
+class RayExecutor:
+    def __init__(self, options: RayConf):
+        self.options = options
+        self._started_ray = False
 
-    started_here = _connect(options)
-    try:
-        n_workers, resources = worker_layout(ray.cluster_resources(), options)
+    def __enter__(self) -> "RayExecutor":
+        self._started_ray = _connect(self.options)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._started_ray:
+            import ray
+
+            ray.shutdown()
+
+    def run(self, trials: Sequence[Trial], settings: MeasureSettings, on_result: OnResult) -> None:
+        import ray
+        from ray.exceptions import RayActorError, RayError
+
+        n_workers, resources = worker_layout(ray.cluster_resources(), self.options)
         actor_class = ray.remote(**resources)(TrialWorker)
 
         def make_worker():
@@ -117,6 +151,7 @@ def run_ray(
                 on_result(trial, result)
                 if pending:
                     submit(actor)
-    finally:
-        if started_here:
-            ray.shutdown()
+
+
+def make_executor(executor: str, options: RayConf) -> LocalExecutor | RayExecutor:
+    return LocalExecutor() if executor == "local" else RayExecutor(options)

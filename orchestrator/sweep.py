@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 from omegaconf import DictConfig, OmegaConf
 
 from analysis.store import ResultStore, read_table
-from orchestrator.executors import run_local, run_ray
+from orchestrator.executors import LocalExecutor, RayExecutor, make_executor
 from orchestrator.planning import Plan, plan_trials
 from orchestrator.progress import SweepProgress
 from workloads.environment import code_version
@@ -57,6 +57,12 @@ def _flat_params(cfg: DictConfig) -> dict[str, str]:
 def run_sweep(cfg: DictConfig, plan: Plan | None = None) -> SweepOutcome:
     """Run a validated config end to end; every trial ends as a row, failures included."""
     plan = plan or plan_trials(cfg.sweep)
+    # Connect first: a cluster that cannot be reached fails here, before any run or file exists.
+    with make_executor(cfg.executor, OmegaConf.to_object(cfg.ray)) as executor:
+        return _run(cfg, plan, executor)
+
+
+def _run(cfg: DictConfig, plan: Plan, executor: LocalExecutor | RayExecutor) -> SweepOutcome:
     sweep, run_id = cfg.sweep.name, new_run_id()
     context = {"sweep": sweep, "run_id": run_id, "attempt": 1, "code_version": code_version()}
     store = ResultStore(cfg.results_dir, sweep, run_id)
@@ -76,10 +82,7 @@ def run_sweep(cfg: DictConfig, plan: Plan | None = None) -> SweepOutcome:
     mlflow_status = "FAILED"
     try:
         with progress:
-            if cfg.executor == "local":
-                run_local(plan.trials, settings, on_result)
-            else:
-                run_ray(plan.trials, settings, on_result, OmegaConf.to_object(cfg.ray))
+            executor.run(plan.trials, settings, on_result)
         mlflow_status = "FINISHED"
     except KeyboardInterrupt:
         mlflow_status = "KILLED"

@@ -1,5 +1,6 @@
 """Invalid sweeps exit 2 with one line naming the key and value at fault, and write nothing."""
 
+import socket
 import subprocess
 import sys
 
@@ -87,3 +88,16 @@ def test_invalid_config_fails_before_any_service_starts(in_tmp):
 def test_report_of_missing_dataset_exits_2(in_tmp, capsys):
     assert main(["report", "results/none"]) == 2
     assert "RESULTS=results/none: no results dataset there" in capsys.readouterr().err
+
+
+def test_unreachable_ray_exits_1_and_writes_nothing(in_tmp, capsys):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    assert main(["run", f"ray.address=127.0.0.1:{port}"]) == 1
+    err = capsys.readouterr().err
+    assert (
+        err.startswith(f"attnsweep: error: ray.address=127.0.0.1:{port}: nothing answers")
+        and err.count("\n") == 1
+    )
+    assert list(in_tmp.iterdir()) == []

@@ -1,9 +1,11 @@
 """Executors on a real local Ray instance (2 CPUs, 2 logical GPUs) and in-process."""
 
+import socket
+
 import pytest
 
 from orchestrator.config import RayConf
-from orchestrator.executors import run_local, run_ray, worker_layout
+from orchestrator.executors import ExecutorError, LocalExecutor, RayExecutor, worker_layout
 from workloads.measure import MeasureSettings
 from workloads.trial import Trial
 
@@ -27,7 +29,8 @@ def test_worker_layout(resources, expected):
 
 def test_ray_runs_every_trial_and_streams_results(ray_cluster):
     seen = []
-    run_ray(trials(5), FAST, lambda t, r: seen.append((t, r)), RayConf())
+    with RayExecutor(RayConf()) as executor:
+        executor.run(trials(5), FAST, lambda t, r: seen.append((t, r)))
     assert sorted(t.seq_len for t, _ in seen) == [16, 17, 18, 19, 20]
     assert all(r.status == "ok" for _, r in seen), [r.error for _, r in seen]
     node = ray_cluster.get_runtime_context().get_node_id()
@@ -37,12 +40,23 @@ def test_ray_runs_every_trial_and_streams_results(ray_cluster):
 
 def test_ray_failure_in_a_trial_is_a_row(ray_cluster):
     seen = []
-    run_ray(trials(2, variant="not-registered"), FAST, lambda t, r: seen.append(r), RayConf())
+    with RayExecutor(RayConf()) as executor:
+        executor.run(trials(2, variant="not-registered"), FAST, lambda t, r: seen.append(r))
     assert [r.status for r in seen] == ["error", "error"]
     assert "unknown variant 'not-registered'" in seen[0].error
 
 
 def test_local_executor_runs_in_process():
     seen = []
-    run_local(trials(2), FAST, lambda t, r: seen.append(r))
+    with LocalExecutor() as executor:
+        executor.run(trials(2), FAST, lambda t, r: seen.append(r))
     assert [r.status for r in seen] == ["ok", "ok"] and seen[0].node == ""
+
+
+def test_unreachable_address_fails_fast():
+    with socket.socket() as probe:  # a port that was free a moment ago: nothing listens there
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(ExecutorError, match=rf"ray.address=127.0.0.1:{port}: nothing answers"):
+        with RayExecutor(RayConf(address=f"127.0.0.1:{port}")):
+            pass
