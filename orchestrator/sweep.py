@@ -1,7 +1,6 @@
 """One invocation of a sweep: plan, run on an executor, store and track each result, report."""
 
 import datetime as dt
-import logging
 import secrets
 import tempfile
 import warnings
@@ -17,8 +16,6 @@ from orchestrator.planning import Plan, plan_trials
 from orchestrator.progress import SweepProgress
 from workloads.environment import code_version
 from workloads.trial import Trial, TrialResult
-
-log = logging.getLogger(__name__)
 
 
 @dataclass

@@ -19,8 +19,6 @@ from typing import Any
 
 from analysis.schema import CONFIG_COLUMNS, NUMERIC_COLUMNS
 
-log = logging.getLogger(__name__)
-
 CHILD_TAGS = ("trial_id", "status", "variant", "backend", "phase", "device")
 # Columns that are configuration or bookkeeping, not measurements, though numeric.
 NOT_METRICS = set(CONFIG_COLUMNS) | {"attempt"}
@@ -69,7 +67,8 @@ class Tracker:
     ):
         from mlflow import MlflowClient
 
-        logging.getLogger("alembic").setLevel(logging.WARNING)
+        for noisy in ("alembic", "mlflow.store"):  # schema-migration chatter on a fresh store
+            logging.getLogger(noisy).setLevel(logging.WARNING)
         self.uri = resolve_tracking_uri(uri)
         self.client = MlflowClient(tracking_uri=self.uri)
         experiment = self.client.get_experiment_by_name(sweep)
