@@ -4,7 +4,7 @@ Importing this package imports triton, so TRITON_INTERPRET must already be set w
 to run in its CPU interpreter (see `is_interpreted`).
 """
 
-from kernels._checks import is_interpreted
+from kernels._common import is_interpreted
 from kernels.decode_attention import decode_attention
 from kernels.flash_attention import flash_attention
 

@@ -2,15 +2,13 @@
 
 import datetime as dt
 import secrets
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-import pyarrow.parquet as pq
 from omegaconf import DictConfig, OmegaConf
 
-from analysis.store import ResultStore, read_table
+from analysis.store import ResultStore
 from orchestrator.executors import LocalExecutor, RayExecutor, make_executor
 from orchestrator.planning import Plan, plan_trials
 from orchestrator.progress import SweepProgress
@@ -90,7 +88,9 @@ def _run(cfg: DictConfig, plan: Plan, executor: LocalExecutor | RayExecutor) -> 
         if cfg.report and final is not None and mlflow_status == "FINISHED":
             report_path = _build_report(store.path, Path(cfg.reports_dir) / sweep)
         if tracker is not None:
-            _finish_tracking(tracker, mlflow_status, store.path, run_id, report_path)
+            # The run's compacted file is exactly this run's rows: it is the dataset artifact.
+            artifacts = {"dataset": final, "report": report_path.parent if report_path else None}
+            tracker.finish(mlflow_status, {name: path for name, path in artifacts.items() if path})
     return SweepOutcome(run_id, store.path, report_path, counts, tracker.parent_run_id if tracker else None)
 
 
@@ -117,15 +117,3 @@ def _build_report(results_path: Path, out_dir: Path) -> Path:
     from analysis.report import build_report
 
     return build_report(results_path, out_dir).html
-
-
-def _finish_tracking(tracker, status: str, results_path: Path, run_id: str, report_path: Path | None) -> None:
-    artifacts = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        if results_path.is_dir():
-            dataset_file = Path(tmp) / f"{results_path.name}-{run_id}.parquet"
-            pq.write_table(read_table(results_path, run_id), dataset_file)
-            artifacts["dataset"] = dataset_file
-        if report_path is not None:
-            artifacts["report"] = report_path.parent
-        tracker.finish(status, artifacts)

@@ -18,10 +18,6 @@ BACKENDS = {
 }
 
 
-def triton_interpreted() -> bool:
-    return os.environ.get("TRITON_INTERPRET") == "1"
-
-
 def load_kernels() -> ModuleType:
     """`kernels`, with Triton's CPU interpreter switched on first when there is no GPU."""
     if not torch.cuda.is_available():

@@ -13,7 +13,7 @@ import traceback
 import torch
 
 from workloads.accuracy import REL_TOLERANCE, errors, within_tolerance
-from workloads.backends import triton_interpreted
+from workloads.backends import load_kernels
 from workloads.environment import environment_fields
 from workloads.measure import (
     MeasureSettings,
@@ -57,7 +57,7 @@ def _measure(trial: Trial, device: torch.device, settings: MeasureSettings, resu
     out = forward()  # the first call compiles (Triton JIT), so it is timed apart from the latency
     synchronize(device)
     result.compile_ms = (time.perf_counter() - start) * 1e3
-    result.interpreted = trial.backend == "triton" and triton_interpreted()
+    result.interpreted = trial.backend == "triton" and load_kernels().is_interpreted()
 
     if settings.check_accuracy:
         reference = variant.reference(trial, _reference_inputs(inputs, device))

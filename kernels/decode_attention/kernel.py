@@ -13,7 +13,8 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels._checks import (
+from kernels._common import (
+    LOG2_E,
     check_devices,
     check_dim,
     check_float_dtypes,
@@ -28,7 +29,6 @@ from kernels._checks import (
     upcast_dot,
 )
 
-LOG2_E = 1.4426950408889634
 MIN_BLOCKS_PER_SPLIT = 4
 MAX_DEFAULT_SPLITS = 64
 

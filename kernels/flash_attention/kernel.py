@@ -7,7 +7,8 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels._checks import (
+from kernels._common import (
+    LOG2_E,
     check_devices,
     check_dim,
     check_float_dtypes,
@@ -21,8 +22,6 @@ from kernels._checks import (
     load_tile,
     upcast_dot,
 )
-
-LOG2_E = 1.4426950408889634
 
 
 @triton.jit

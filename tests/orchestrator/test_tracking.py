@@ -76,7 +76,7 @@ def test_parent_carries_the_dataset(sweep_run):
     artifacts = [
         a.path for a in MlflowClient(tracking_uri=uri).list_artifacts(outcome.mlflow_run_id, "dataset")
     ]
-    assert artifacts == [f"dataset/smoke-{outcome.run_id}.parquet"]
+    assert artifacts == [f"dataset/{outcome.run_id}.parquet"]
 
 
 def test_tracking_disabled_writes_no_store(in_tmp):

@@ -1,6 +1,6 @@
-"""Helpers shared by the kernels: input validation (each failure is a ValueError naming the entry
-point, the argument, what it is (shape, dtype, device) and what was expected) and the one
-work-around the CPU interpreter needs."""
+"""Helpers shared by the kernels: tile loads, the dot product, the one work-around the CPU
+interpreter needs, and input validation (each failure is a ValueError naming the entry point, the
+argument, what it is (shape, dtype, device) and what was expected)."""
 
 import math
 import os
@@ -10,6 +10,7 @@ import triton
 import triton.language as tl
 
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+LOG2_E = 1.4426950408889634  # softmax runs in base 2: exp(x) = exp2(x · log2(e))
 MIN_HEAD_DIM, MAX_HEAD_DIM = 16, 256
 
 
