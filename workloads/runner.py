@@ -45,13 +45,78 @@ def _reference_inputs(inputs: dict[str, torch.Tensor], device: torch.device) -> 
     }
 
 
+class TrainStep:
+    """Forward + backward of the trial's backend. Calling it returns (out, d input_1, ...) for every
+    floating input (activations and weights), under one fixed random output gradient."""
+
+    def __init__(self, variant, trial: Trial, inputs: dict[str, torch.Tensor], generator: torch.Generator):
+        self.variant, self.trial, self.inputs, self.generator = variant, trial, inputs, generator
+        self.grad_names = [name for name, t in inputs.items() if t.is_floating_point()]
+        self.names = ["output", *(f"d{name}" for name in self.grad_names)]
+        self.grad_out: torch.Tensor | None = None
+        for name in self.grad_names:
+            inputs[name].requires_grad_(True)
+
+    def __call__(self) -> tuple[torch.Tensor, ...]:
+        out = self.variant.run(self.trial, self.inputs)
+        if self.grad_out is None:
+            self.grad_out = torch.randn(
+                out.shape, generator=self.generator, device=out.device, dtype=out.dtype
+            )
+        return _with_grads(out, self.grad_out, self.inputs, self.grad_names)
+
+
+def _with_grads(out, grad_out, inputs, names) -> tuple[torch.Tensor, ...]:
+    grads = torch.autograd.grad(out, [inputs[n] for n in names], grad_out.to(out), allow_unused=True)
+    # An input the output does not depend on (e.g. a router past top-k) has a zero gradient.
+    return (
+        out.detach(),
+        *(torch.zeros_like(inputs[n]) if g is None else g for n, g in zip(names, grads, strict=True)),
+    )
+
+
+def _reference_train(variant, trial: Trial, inputs: dict[str, torch.Tensor], grad_out: torch.Tensor):
+    names = [name for name, t in inputs.items() if t.is_floating_point()]
+    for name in names:
+        inputs[name].requires_grad_(True)
+    return _with_grads(variant.reference(trial, inputs), grad_out, inputs, names)
+
+
+def _check_accuracy(variant, trial, inputs, out, forward, device, result: TrialResult) -> bool:
+    """Errors against the high-precision reference (every gradient too in phase train); False on failure."""
+    ref_inputs = _reference_inputs({n: t.detach() for n, t in inputs.items()}, device)
+    if trial.phase == "train":
+        references = _reference_train(variant, trial, ref_inputs, forward.grad_out)
+        worst = None
+        for name, got, ref in zip(forward.names, out, references, strict=True):
+            max_abs, rel = errors(got, ref)
+            if worst is None or not rel <= worst[2]:
+                worst = (name, max_abs, rel)
+        name, result.max_abs_err, result.rel_err = worst
+    else:
+        name = "output"
+        result.max_abs_err, result.rel_err = errors(out, variant.reference(trial, ref_inputs))
+    if within_tolerance(result.rel_err, trial.dtype):
+        return True
+    result.status = "error"
+    result.error = (
+        f"accuracy check failed: rel_err={result.rel_err:.3e} of {name} exceeds "
+        f"{REL_TOLERANCE[trial.dtype]:.0e} for {trial.dtype} (max_abs_err={result.max_abs_err:.3e})"
+    )
+    return False
+
+
 def _measure(trial: Trial, device: torch.device, settings: MeasureSettings, result: TrialResult) -> None:
     variant = get_variant(trial.variant)
     generator = torch.Generator(device=device).manual_seed(input_seed(trial, settings.seed))
     inputs = variant.make_inputs(trial, device, generator)
 
-    def forward() -> torch.Tensor:
-        return variant.run(trial, inputs)
+    if trial.phase == "train":
+        forward = TrainStep(variant, trial, inputs, generator)
+    else:
+
+        def forward() -> torch.Tensor:
+            return variant.run(trial, inputs)
 
     start = time.perf_counter()
     out = forward()  # the first call compiles (Triton JIT), so it is timed apart from the latency
@@ -59,18 +124,8 @@ def _measure(trial: Trial, device: torch.device, settings: MeasureSettings, resu
     result.compile_ms = (time.perf_counter() - start) * 1e3
     result.interpreted = trial.backend == "triton" and load_kernels().is_interpreted()
 
-    if settings.check_accuracy:
-        reference = variant.reference(trial, _reference_inputs(inputs, device))
-        result.max_abs_err, result.rel_err = errors(out, reference)
-        del reference
-        if not within_tolerance(result.rel_err, trial.dtype):
-            result.status = "error"
-            tolerance = REL_TOLERANCE[trial.dtype]
-            result.error = (
-                f"accuracy check failed: rel_err={result.rel_err:.3e} exceeds {tolerance:.0e} "
-                f"for {trial.dtype} (max_abs_err={result.max_abs_err:.3e})"
-            )
-            return
+    if settings.check_accuracy and not _check_accuracy(variant, trial, inputs, out, forward, device, result):
+        return
     del out
 
     result.peak_mem_bytes = peak_memory_bytes(forward, device)
@@ -95,10 +150,14 @@ def _measure(trial: Trial, device: torch.device, settings: MeasureSettings, resu
 
 
 def _fill_cost(trial: Trial, result: TrialResult) -> None:
-    cost = get_variant(trial.variant).cost(trial)
+    cost = get_variant(trial.variant).trial_cost(trial)
     result.flops, result.bytes_moved, result.n_params = cost.flops, cost.bytes_moved, cost.n_params
     result.kv_bytes_per_token = cost.kv_bytes_per_token
-    result.kv_cache_bytes = cost.kv_bytes_per_token * trial.batch * trial.seq_len
+    result.kv_cache_bytes = (
+        cost.kv_cache_bytes
+        if cost.kv_cache_bytes is not None
+        else round(cost.kv_bytes_per_token * trial.batch * trial.seq_len)
+    )
 
 
 def run_trial(trial: Trial, settings: MeasureSettings | None = None) -> TrialResult:

@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-PHASES = ("prefill", "decode")
+PHASES = ("prefill", "decode", "train")  # train: forward + backward
 DTYPES = ("float32", "float16", "bfloat16")
 BACKENDS = ("torch-ref", "torch-sdpa", "triton")
 

@@ -1,7 +1,14 @@
-"""The interface every attention variant implements, and the cost arithmetic they share."""
+"""The interface every attention variant implements, and the cost arithmetic they share.
 
+A variant names its inputs once (`input_specs`): activations projected from the layer input x
+(q, k, v, router logits, ...) and weights of its own (mixing matrices, experts, ...). From that one
+list come the benchmark inputs (`make_inputs`), the trainable layer (`workloads.variants.layer`) and
+the parameter count, so the three never disagree.
+"""
+
+import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -10,6 +17,11 @@ from workloads.trial import Trial
 
 # (backend, phase) -> callable(trial, inputs) -> output
 Implementation = Callable[[Trial, dict[str, torch.Tensor]], torch.Tensor]
+
+# DESIGN.md §4: a backward costs 2.5 forwards in FLOPs; it reads q, k, v, o, dO and writes dq, dk, dv,
+# about twice the forward's traffic.
+TRAIN_FLOPS_FACTOR = 3.5
+TRAIN_BYTES_FACTOR = 3.0
 
 
 class InvalidPoint(ValueError):
@@ -21,13 +33,65 @@ class InvalidPoint(ValueError):
 
 
 @dataclass(frozen=True)
+class TokenInput:
+    """An activation projected from x [B, N, d_model] by a learned linear map.
+
+    heads_first: [B, features[0], N, features[1]] (q, k, v); else [B, N, *features] (router logits).
+    cached: in the decode phase this input is the KV cache `<name>_cache` of every past token;
+    otherwise decode gets only the new token's row ([B, f0, f1] or [B, *features]).
+    project: False for x itself (features = (d_model,)), which a few variants read directly.
+    """
+
+    name: str
+    features: tuple[int, ...]
+    heads_first: bool = True
+    cached: bool = False
+    project: bool = True
+
+
+@dataclass(frozen=True)
+class Weight:
+    """A learned tensor of the variant's own. init: "normal" (std 1/sqrt(fan-in)), "identity" (eye
+    over the last two dims, e.g. knocking-heads' projection), "zeros" or "ones"."""
+
+    name: str
+    shape: tuple[int, ...]
+    init: str = "normal"
+
+
+InputSpec = TokenInput | Weight
+
+
+def initial_weight(
+    spec: Weight, generator: torch.Generator | None = None, noise: float = 0.0
+) -> torch.Tensor:
+    """The weight's initial value in float32 on the CPU, plus `noise`·N(0, 1) (benchmarks perturb
+    identities and zeros so the math under test is not trivial)."""
+    if spec.init == "normal":
+        fan_in = spec.shape[-2] if len(spec.shape) >= 2 else spec.shape[-1]
+        value = torch.randn(spec.shape, generator=generator) / math.sqrt(fan_in)
+    elif spec.init == "identity":
+        value = torch.eye(spec.shape[-2], spec.shape[-1]).expand(spec.shape).clone()
+    elif spec.init in ("zeros", "ones"):
+        value = torch.zeros(spec.shape) if spec.init == "zeros" else torch.ones(spec.shape)
+    else:
+        raise ValueError(f"{spec.name}: unknown init {spec.init!r}")
+    if noise and spec.init != "normal":
+        value = value + noise * torch.randn(spec.shape, generator=generator)
+    return value
+
+
+@dataclass(frozen=True)
 class Cost:
-    """Analytic cost of one forward of one attention layer (DESIGN.md §4)."""
+    """Analytic cost of one pass of one attention layer (DESIGN.md §4). kv_cache_bytes: the decode
+    cache of the whole (batch, seq_len) point when it is not kv_bytes_per_token · B · N (streaming
+    heads keep only a window); kv_bytes_per_token is then that size over B · N."""
 
     flops: float
     bytes_moved: float
     n_params: int
     kv_bytes_per_token: int
+    kv_cache_bytes: int | None = None
 
 
 def dtype_size(dtype: str) -> int:
@@ -49,47 +113,131 @@ def attention_flops(batch: int, heads: int, n_q: int, n_k: int, d_qk: int, d_v: 
     return 2.0 * batch * heads * n_q * mean_keys_per_query(n_q, n_k, causal) * (d_qk + d_v)
 
 
+def d_model_of(trial: Trial) -> int:
+    """The layer width: every variant of one point shares it, so their costs compare."""
+    return trial.n_heads * trial.head_dim
+
+
 class Variant:
     """One attention variant: parameters, constraints, inputs, reference math, backends, cost.
 
     Subclasses set `name`, `summary`, `param_defaults` and `implementations`, and implement
-    `make_inputs`, `reference` and `cost`; `resolve` applies the variant's constraints.
+    `input_specs` and `cost`. `implementations[("torch-ref", "prefill")]` is the reference math and
+    the trainable forward; a backend listed in `train_backends` also offers the `train` phase
+    (forward + backward through autograd of its prefill implementation).
     """
 
     name: str
     summary: str
     param_defaults: Mapping[str, Any] = {}
     implementations: Mapping[tuple[str, str], Implementation] = {}
+    train_backends: tuple[str, ...] = ("torch-ref", "torch-sdpa")
+    kv_heads: str = "n_heads"  # "n_heads" (MHA-like), "one" (one KV head) or "axis" (the n_kv_heads axis)
+    output_projection: bool = True  # False when the variant's own math ends in d_model (SwitchHead)
 
     def check_params(self, params: Mapping[str, Any]) -> dict[str, Any]:
-        """Defaults merged with `params`; ValueError naming the first unknown or invalid key."""
+        """Defaults merged with `params`; ValueError "key: reason" on the first unknown or invalid key."""
         unknown = sorted(set(params) - set(self.param_defaults))
         if unknown:
             known = ", ".join(sorted(self.param_defaults)) or "none"
             raise ValueError(f"{unknown[0]}: unknown parameter of {self.name} (known: {known})")
-        return {**self.param_defaults, **params}
+        merged = {**self.param_defaults, **params}
+        for key, value in params.items():
+            default = self.param_defaults[key]
+            numeric = isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool)
+            if type(value) is not type(default) and not numeric:
+                raise ValueError(f"{key}: {value!r} is not a {type(default).__name__}")
+        self.validate_params(merged)
+        return merged
+
+    def validate_params(self, params: dict[str, Any]) -> None:
+        """Raise ValueError("key: reason") for a value this variant cannot use at any point."""
 
     def resolve(self, point: dict[str, Any]) -> dict[str, Any]:
         """The point with this variant's constraints applied; InvalidPoint when it has none."""
-        return point
+        n_heads = point["n_heads"]
+        n_kv_heads = {"n_heads": n_heads, "one": 1, "axis": point["n_kv_heads"]}[self.kv_heads]
+        if n_kv_heads > n_heads or n_heads % n_kv_heads:
+            raise InvalidPoint("n_kv_heads", f"n_heads={n_heads} is not divisible by n_kv_heads={n_kv_heads}")
+        # A decoded token sees the whole cache: decode is causal by construction.
+        causal = True if point["phase"] == "decode" else point["causal"]
+        return {**point, "n_kv_heads": n_kv_heads, "causal": causal}
 
     def unsupported(self, backend: str, phase: str) -> str | None:
         """Why (backend, phase) cannot run this variant, or None when it can."""
+        if phase == "train":
+            if (backend, "prefill") in self.implementations and backend in self.train_backends:
+                return None
+            return f"{self.name} has no {backend} implementation with a backward (phase train)"
         if (backend, phase) in self.implementations:
             return None
         return f"{self.name} has no {backend} implementation of phase {phase}"
 
     def run(self, trial: Trial, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.implementations[(trial.backend, trial.phase)](trial, inputs)
+        phase = "prefill" if trial.phase == "train" else trial.phase
+        return self.implementations[(trial.backend, phase)](trial, inputs)
+
+    def forward(self, trial: Trial, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The reference math of the prefill/train phase: differentiable, any dtype."""
+        return self.implementations[("torch-ref", "prefill")](trial, inputs)
+
+    def reference(self, trial: Trial, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Plain PyTorch math of the trial's phase, run on inputs already cast to the reference precision."""
+        phase = "prefill" if trial.phase == "train" else trial.phase
+        return self.implementations[("torch-ref", phase)](trial, inputs)
+
+    def input_specs(self, trial: Trial) -> list[InputSpec]:
+        raise NotImplementedError
+
+    def output_features(self, trial: Trial) -> int:
+        """Width of the attention output per token, before the output projection."""
+        return trial.n_heads * trial.head_dim
 
     def make_inputs(
         self, trial: Trial, device: torch.device, generator: torch.Generator
     ) -> dict[str, torch.Tensor]:
-        raise NotImplementedError
+        """Random activations (a full cache of seq_len tokens in decode) and perturbed initial weights."""
+        b, n, dtype = trial.batch, trial.seq_len, getattr(torch, trial.dtype)
+        inputs: dict[str, torch.Tensor] = {}
+        for spec in self.input_specs(trial):
+            if isinstance(spec, Weight):
+                cpu_generator = torch.Generator().manual_seed(
+                    int(torch.randint(2**31, (1,), generator=generator))
+                )
+                inputs[spec.name] = initial_weight(spec, cpu_generator, noise=0.1).to(device, dtype)
+                continue
+            name, shape = spec.name, tuple(spec.features)
+            if trial.phase == "decode" and not spec.cached:
+                full = (b, *shape)  # the new token only
+            else:
+                full = (b, shape[0], n, *shape[1:]) if spec.heads_first else (b, n, *shape)
+                name = f"{name}_cache" if trial.phase == "decode" else name
+            inputs[name] = torch.randn(full, generator=generator, device=device, dtype=dtype)
+        if trial.phase == "decode":
+            inputs["cache_seqlens"] = torch.full((b,), n, dtype=torch.int32, device=device)
+        return inputs
 
-    def reference(self, trial: Trial, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Plain PyTorch math, run on inputs already cast to the reference precision."""
-        raise NotImplementedError
+    def n_params(self, trial: Trial) -> int:
+        """Parameters of the trainable layer (`workloads.variants.layer.AttentionLayer`) at this point."""
+        d_model = d_model_of(trial)
+        total = d_model * self.output_features(trial) if self.output_projection else 0
+        for spec in self.input_specs(trial):
+            if isinstance(spec, Weight):
+                total += math.prod(spec.shape)
+            elif spec.project:
+                total += d_model * math.prod(spec.features)
+        return total
 
     def cost(self, trial: Trial) -> Cost:
+        """Cost of a prefill or decode pass (train is derived in `trial_cost`)."""
         raise NotImplementedError
+
+    def trial_cost(self, trial: Trial) -> Cost:
+        if trial.phase != "train":
+            return self.cost(trial)
+        forward = self.cost(replace(trial, phase="prefill"))
+        return replace(
+            forward,
+            flops=forward.flops * TRAIN_FLOPS_FACTOR,
+            bytes_moved=forward.bytes_moved * TRAIN_BYTES_FACTOR,
+        )

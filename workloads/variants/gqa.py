@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from workloads.backends import load_kernels
 from workloads.reference import attention
 from workloads.trial import Trial
-from workloads.variants.base import Cost, InvalidPoint, Variant, attention_flops, dtype_size
+from workloads.variants.base import Cost, InputSpec, TokenInput, Variant, attention_flops, dtype_size
 
 # Queries per chunk in the high-precision reference: bounds its [.., chunk, N] score tensor.
 REFERENCE_QUERY_CHUNK = 1024
@@ -47,40 +47,21 @@ class GroupedQueryAttention(Variant):
         for backend, impl in (("torch-ref", _torch_ref), ("torch-sdpa", _torch_sdpa), ("triton", _triton))
         for phase in ("prefill", "decode")
     }
+    train_backends = ("torch-ref", "torch-sdpa", "triton")
 
-    def __init__(self, name: str, summary: str, fixed_kv_heads: str | None = None):
-        """fixed_kv_heads: None (the n_kv_heads axis is used), "n_heads" (MHA) or "one" (MQA)."""
+    def __init__(self, name: str, summary: str, kv_heads: str = "axis"):
+        """kv_heads: "axis" (the n_kv_heads axis is used), "n_heads" (MHA) or "one" (MQA)."""
         self.name = name
         self.summary = summary
-        self.fixed_kv_heads = fixed_kv_heads
+        self.kv_heads = kv_heads
 
-    def resolve(self, point: dict) -> dict:
-        n_heads = point["n_heads"]
-        n_kv_heads = {"n_heads": n_heads, "one": 1, None: point["n_kv_heads"]}[self.fixed_kv_heads]
-        if n_kv_heads > n_heads or n_heads % n_kv_heads:
-            raise InvalidPoint("n_kv_heads", f"n_heads={n_heads} is not divisible by n_kv_heads={n_kv_heads}")
-        # A decoded token sees the whole cache: decode is causal by construction.
-        causal = True if point["phase"] == "decode" else point["causal"]
-        return {**point, "n_kv_heads": n_kv_heads, "causal": causal}
-
-    def make_inputs(
-        self, trial: Trial, device: torch.device, generator: torch.Generator
-    ) -> dict[str, torch.Tensor]:
-        b, h, g, n, d = trial.batch, trial.n_heads, trial.n_kv_heads, trial.seq_len, trial.head_dim
-        dtype = getattr(torch, trial.dtype)
-
-        def randn(*shape: int) -> torch.Tensor:
-            return torch.randn(*shape, generator=generator, device=device, dtype=dtype)
-
-        if trial.phase == "decode":
-            # Every cache holds seq_len tokens; with ragged lengths add "filled_mask" [B, 1, 1, L] for SDPA.
-            return {
-                "q": randn(b, h, d),  # the new token of each sequence
-                "k_cache": randn(b, g, n, d),
-                "v_cache": randn(b, g, n, d),
-                "cache_seqlens": torch.full((b,), n, dtype=torch.int32, device=device),
-            }
-        return {"q": randn(b, h, n, d), "k": randn(b, g, n, d), "v": randn(b, g, n, d)}
+    def input_specs(self, trial: Trial) -> list[InputSpec]:
+        h, g, d = trial.n_heads, trial.n_kv_heads, trial.head_dim
+        return [
+            TokenInput("q", (h, d)),
+            TokenInput("k", (g, d), cached=True),
+            TokenInput("v", (g, d), cached=True),
+        ]
 
     def reference(self, trial: Trial, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         # The torch-ref math, with queries in chunks so long sequences fit in memory.
@@ -95,12 +76,10 @@ class GroupedQueryAttention(Variant):
         else:
             flops = attention_flops(b, h, n, n, d, d, trial.causal)
             elements = 2 * b * h * n * d + 2 * b * g * n * d  # q, o; k, v
-        d_model = h * d
-        n_params = 2 * d_model * h * d + 2 * d_model * g * d  # W_Q, W_O; W_K, W_V
         return Cost(
             flops=flops,
             bytes_moved=float(elements * size),
-            n_params=n_params,
+            n_params=self.n_params(trial),
             kv_bytes_per_token=2 * g * d * size,
         )
 

@@ -2,4 +2,4 @@
 
 from workloads.variants.gqa import GroupedQueryAttention
 
-VARIANT = GroupedQueryAttention("mha", "multi-head attention: n_kv_heads = n_heads", fixed_kv_heads="n_heads")
+VARIANT = GroupedQueryAttention("mha", "multi-head attention: n_kv_heads = n_heads", kv_heads="n_heads")

@@ -3,5 +3,5 @@
 from workloads.variants.gqa import GroupedQueryAttention
 
 VARIANT = GroupedQueryAttention(
-    "mqa", "multi-query attention: one KV head for all query heads", fixed_kv_heads="one"
+    "mqa", "multi-query attention: one KV head for all query heads", kv_heads="one"
 )
