@@ -19,7 +19,7 @@ from omegaconf.errors import OmegaConfBaseException
 from workloads.backends import BACKENDS
 from workloads.measure import MeasureSettings
 from workloads.trial import DTYPES, PHASES
-from workloads.variants import VARIANTS
+from workloads.variants import VARIANTS, param_grid
 
 
 class ConfigError(ValueError):
@@ -45,8 +45,11 @@ class SweepConf:
     backends: list[str] = field(default_factory=lambda: ["torch-sdpa"])
     phases: list[str] = field(default_factory=lambda: ["prefill"])
     axes: AxesConf = field(default_factory=AxesConf)
-    # Per-variant parameters, e.g. sweep.params.mla.latent_dim=256 (a dict: new keys need no '+').
-    params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Per-variant parameters, every registered variant's defaults included, e.g.
+    # sweep.params.mla.latent_dim=256; a list is an axis: sweep.params.moh.top_k=[2,4].
+    params: dict[str, dict[str, Any]] = field(
+        default_factory=lambda: {name: dict(v.param_defaults) for name, v in sorted(VARIANTS.items())}
+    )
 
 
 @dataclass
@@ -176,7 +179,7 @@ def validate(cfg: DictConfig) -> None:
         if variant_name not in VARIANTS:
             raise ConfigError(f"sweep.params.{variant_name}: unknown variant {variant_name!r}")
         try:
-            VARIANTS[variant_name].check_params(OmegaConf.to_container(params))
+            param_grid(variant_name, OmegaConf.to_container(params))
         except ValueError as exc:
             raise ConfigError(f"sweep.params.{variant_name}.{exc}") from exc
     if cfg.executor not in EXECUTORS:

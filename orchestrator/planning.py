@@ -8,8 +8,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from orchestrator.config import ConfigError
-from workloads.trial import Trial, canonical_json
-from workloads.variants import InvalidPoint, get_variant
+from workloads.trial import Trial
+from workloads.variants import InvalidPoint, get_variant, param_grid
 
 AXES = ("batch", "seq_len", "n_heads", "n_kv_heads", "head_dim", "dtype", "causal")
 
@@ -36,16 +36,16 @@ def plan_trials(sweep: DictConfig | dict[str, Any]) -> Plan:
     for variant_name in sweep.variants:
         variant = get_variant(variant_name)
         given = OmegaConf.to_container(sweep.params[variant_name]) if variant_name in sweep.params else {}
-        params = canonical_json(variant.check_params(given))
         planned, invalid_axis = 0, "n_heads"
-        for phase, backend, values in itertools.product(
-            sweep.phases, sweep.backends, itertools.product(*axes.values())
+        for params, phase, backend, values in itertools.product(
+            param_grid(variant_name, given), sweep.phases, sweep.backends, itertools.product(*axes.values())
         ):
             point = {
                 "variant": variant_name,
                 "backend": backend,
                 "phase": phase,
                 **dict(zip(AXES, values, strict=True)),
+                "params": params,
             }
             try:
                 point = variant.resolve(point)
@@ -53,7 +53,7 @@ def plan_trials(sweep: DictConfig | dict[str, Any]) -> Plan:
                 plan.skipped[f"{variant_name}: {exc}"] += 1
                 invalid_axis = exc.axis
                 continue
-            trial = Trial(**point, params=params)
+            trial = Trial(**point)
             planned += 1
             if trial.trial_id not in seen:
                 seen.add(trial.trial_id)

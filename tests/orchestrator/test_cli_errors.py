@@ -42,7 +42,7 @@ INVALID = [
         id="unknown-variant-param",
     ),
     pytest.param(["sweep.backends=[cudnn]"], "sweep.backends: unknown backend 'cudnn'", id="unknown-backend"),
-    pytest.param(["sweep.phases=[train]"], "sweep.phases: unknown phase 'train'", id="unknown-phase"),
+    pytest.param(["sweep.phases=[backward]"], "sweep.phases: unknown phase 'backward'", id="unknown-phase"),
     pytest.param(
         ["sweep.name=../escape"], "sweep.name: '../escape' is not a plain name", id="path-like-name"
     ),

@@ -4,8 +4,11 @@ A new variant is one file here (plus its tests); nothing else needs to change.
 """
 
 import importlib
+import itertools
 import pkgutil
+from typing import Any
 
+from workloads.trial import canonical_json
 from workloads.variants.base import Cost, InvalidPoint, Variant
 
 VARIANTS: dict[str, Variant] = {}
@@ -25,10 +28,22 @@ def get_variant(name: str) -> Variant:
         raise KeyError(f"unknown variant {name!r} (known: {', '.join(sorted(VARIANTS))})") from None
 
 
+def param_grid(name: str, given: dict[str, Any]) -> list[str]:
+    """Canonical JSON of each parameter combination of variant `name`, defaults filled in and checked:
+    a list value is an axis of its own (sweep.params.moh.top_k=[2,4] plans two points)."""
+    variant = get_variant(name)
+    keys = sorted(given)
+    choices = [given[key] if isinstance(given[key], list) else [given[key]] for key in keys]
+    points = (
+        variant.check_params(dict(zip(keys, values, strict=True))) for values in itertools.product(*choices)
+    )
+    return list(dict.fromkeys(canonical_json(point) for point in points))
+
+
 for _module in pkgutil.iter_modules(__path__):
-    if _module.name != "base":
+    if _module.name not in ("base", "layer"):
         _variant = getattr(importlib.import_module(f"{__name__}.{_module.name}"), "VARIANT", None)
         if _variant is not None:
             register(_variant)
 
-__all__ = ["VARIANTS", "Cost", "InvalidPoint", "Variant", "get_variant", "register"]
+__all__ = ["VARIANTS", "Cost", "InvalidPoint", "Variant", "get_variant", "param_grid", "register"]

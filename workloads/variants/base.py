@@ -6,6 +6,7 @@ list come the benchmark inputs (`make_inputs`), the trainable layer (`workloads.
 the parameter count, so the three never disagree.
 """
 
+import json
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
@@ -153,8 +154,13 @@ class Variant:
     def validate_params(self, params: dict[str, Any]) -> None:
         """Raise ValueError("key: reason") for a value this variant cannot use at any point."""
 
+    def point_params(self, point: dict[str, Any]) -> dict[str, Any]:
+        """The variant's parameters of a point (its "params" JSON), defaults filled in."""
+        return {**self.param_defaults, **json.loads(point.get("params", "{}"))}
+
     def resolve(self, point: dict[str, Any]) -> dict[str, Any]:
-        """The point with this variant's constraints applied; InvalidPoint when it has none."""
+        """The point (axes and "params" JSON) with this variant's constraints applied; InvalidPoint
+        when it has none."""
         n_heads = point["n_heads"]
         n_kv_heads = {"n_heads": n_heads, "one": 1, "axis": point["n_kv_heads"]}[self.kv_heads]
         if n_kv_heads > n_heads or n_heads % n_kv_heads:

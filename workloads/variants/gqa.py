@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from workloads.backends import load_kernels
 from workloads.reference import attention
 from workloads.trial import Trial
-from workloads.variants.base import Cost, InputSpec, TokenInput, Variant, attention_flops, dtype_size
+from workloads.variants.base import Cost, InputSpec, TokenInput, Variant, dtype_size, mean_keys_per_query
 
 # Queries per chunk in the high-precision reference: bounds its [.., chunk, N] score tensor.
 REFERENCE_QUERY_CHUNK = 1024
@@ -56,32 +56,59 @@ class GroupedQueryAttention(Variant):
         self.kv_heads = kv_heads
 
     def input_specs(self, trial: Trial) -> list[InputSpec]:
-        h, g, d = trial.n_heads, trial.n_kv_heads, trial.head_dim
-        return [
-            TokenInput("q", (h, d)),
-            TokenInput("k", (g, d), cached=True),
-            TokenInput("v", (g, d), cached=True),
-        ]
+        return qkv_specs(trial)
 
     def reference(self, trial: Trial, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         # The torch-ref math, with queries in chunks so long sequences fit in memory.
         return _torch_ref(trial, inputs, query_chunk=REFERENCE_QUERY_CHUNK)
 
     def cost(self, trial: Trial) -> Cost:
-        b, h, g, n, d = trial.batch, trial.n_heads, trial.n_kv_heads, trial.seq_len, trial.head_dim
-        size = dtype_size(trial.dtype)
-        if trial.phase == "decode":
-            flops = attention_flops(b, h, 1, n, d, d, causal=False)
-            elements = 2 * b * h * d + 2 * b * g * n * d  # q and o; the K/V cache actually read
-        else:
-            flops = attention_flops(b, h, n, n, d, d, trial.causal)
-            elements = 2 * b * h * n * d + 2 * b * g * n * d  # q, o; k, v
-        return Cost(
-            flops=flops,
-            bytes_moved=float(elements * size),
-            n_params=self.n_params(trial),
-            kv_bytes_per_token=2 * g * d * size,
-        )
+        return grouped_attention_cost(trial, self.n_params(trial))
+
+
+def qkv_specs(trial: Trial) -> list[InputSpec]:
+    """q [B, H, N, D] for every query head; k, v [B, G, N, D] (cached in decode)."""
+    h, g, d = trial.n_heads, trial.n_kv_heads, trial.head_dim
+    return [
+        TokenInput("q", (h, d)),
+        TokenInput("k", (g, d), cached=True),
+        TokenInput("v", (g, d), cached=True),
+    ]
+
+
+def grouped_attention_cost(
+    trial: Trial,
+    n_params: int,
+    *,
+    mean_keys: float | None = None,
+    kv_tokens_read: float | None = None,
+    query_share: float = 1.0,
+    kv_heads_cached: int | None = None,
+) -> Cost:
+    """Cost of attention over q [B, H, N, D], k, v [B, G, N, D].
+
+    mean_keys: keys each query attends to in prefill (default: what the causal mask leaves);
+    kv_tokens_read: cached tokens read per KV head in decode (default: the whole cache);
+    query_share: share of the (token, head) pairs computed (routing, pruning);
+    kv_heads_cached: KV heads in the decode cache (default G).
+    """
+    b, h, g, n, d = trial.batch, trial.n_heads, trial.n_kv_heads, trial.seq_len, trial.head_dim
+    size = dtype_size(trial.dtype)
+    if trial.phase == "decode":
+        keys = n if kv_tokens_read is None else kv_tokens_read
+        flops = 2.0 * b * h * keys * 2 * d * query_share
+        elements = 2 * b * h * d * query_share + 2 * b * g * keys * d  # q and o; the K/V cache actually read
+    else:
+        keys = mean_keys_per_query(n, n, trial.causal) if mean_keys is None else mean_keys
+        flops = 2.0 * b * h * n * keys * 2 * d * query_share
+        elements = 2 * b * h * n * d * query_share + 2 * b * g * n * d  # q, o; k, v
+    cached = g if kv_heads_cached is None else kv_heads_cached
+    return Cost(
+        flops=flops,
+        bytes_moved=float(elements * size),
+        n_params=n_params,
+        kv_bytes_per_token=2 * cached * d * size,
+    )
 
 
 VARIANT = GroupedQueryAttention(

@@ -6,13 +6,12 @@ variant's reference math (`Variant.forward`), so what the quality workloads trai
 benchmarks check the kernels against.
 """
 
-import json
 import math
 
 import torch
 from torch import nn
 
-from workloads.trial import Trial
+from workloads.trial import Trial, canonical_json
 from workloads.variants import get_variant
 from workloads.variants.base import TokenInput, Weight, d_model_of, initial_weight
 
@@ -39,9 +38,9 @@ def layer_trial(
         "head_dim": head_dim,
         "dtype": "float32",
         "causal": causal,
+        "params": canonical_json(implementation.check_params(params or {})),
     }
-    params = json.dumps(implementation.check_params(params or {}), sort_keys=True, separators=(",", ":"))
-    return Trial(**implementation.resolve(point), params=params)
+    return Trial(**implementation.resolve(point))
 
 
 class AttentionLayer(nn.Module):

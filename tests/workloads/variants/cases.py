@@ -1,11 +1,9 @@
 """Shared builders for variant tests: a resolved trial, its inputs, and the comparison with the reference."""
 
-import json
-
 import torch
 
 from tests.helpers import assert_close
-from workloads.trial import Trial
+from workloads.trial import Trial, canonical_json
 from workloads.variants import get_variant
 
 BASE_POINT = {
@@ -22,11 +20,10 @@ BASE_POINT = {
 
 
 def make_trial(variant: str, params: dict | None = None, **point) -> Trial:
-    """The resolved trial of `variant` at BASE_POINT with `point` overrides and `params` (defaults filled in)."""
+    """`variant` resolved at BASE_POINT with `point` overrides and `params` (defaults filled in)."""
     implementation = get_variant(variant)
-    resolved = implementation.resolve({**BASE_POINT, **point, "variant": variant})
-    filled = implementation.check_params(params or {})
-    return Trial(**resolved, params=json.dumps(filled, sort_keys=True, separators=(",", ":")))
+    filled = canonical_json(implementation.check_params(params or {}))
+    return Trial(**implementation.resolve({**BASE_POINT, **point, "variant": variant, "params": filled}))
 
 
 def make_inputs(trial: Trial, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -44,7 +41,7 @@ def run(trial: Trial, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
 
 
 def assert_matches_reference(trial: Trial, rel_tol: float = 1e-5, seed: int = 0) -> torch.Tensor:
-    """Run the trial's backend on fp32 inputs; compare with the variant's float64 reference. Returns the output."""
+    """The trial's backend on fp32 inputs against the variant's float64 reference; returns the output."""
     inputs = make_inputs(trial, seed)
     out = run(trial, inputs)
     assert_close(

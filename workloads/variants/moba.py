@@ -1,0 +1,142 @@
+"""Mixture of Block Attention (MoBA, Lu et al. 2025): each query attends to a few blocks of keys.
+
+Keys are cut into blocks of `block_size`. For query i (its own block m = i // block_size) and each
+earlier block, the gate is ⟨q_i, mean of the block's keys⟩; the query attends, causally, to its own
+block (always) and to the top_k - 1 earlier blocks with the highest gates (future blocks never).
+Gating is per query head (keys shared per KV head, GQA); selection is not differentiable, attention over
+the selected blocks is. The op covers the gating (mean pooling, gate scores, top-k) and the attention.
+"""
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from workloads.backends import load_kernels
+from workloads.reference import attention
+from workloads.trial import Trial
+from workloads.variants.base import Cost, InputSpec, InvalidPoint, Variant
+from workloads.variants.gqa import grouped_attention_cost, qkv_specs
+
+
+@torch.no_grad()
+def select_blocks(
+    q: torch.Tensor, k: torch.Tensor, block_size: int, top_k: int, query_positions: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Blocks each query attends to: bool [B, Hq, Nq, n_blocks].
+
+    q [B, Hq, Nq, D], k [B, Hkv, Nk, D]; query_positions [Nq] (default: the last Nq positions of Nk,
+    as in prefill (Nq = Nk) and decode (Nq = 1)). The last block may be partial: its mean is over its keys.
+    """
+    batch, n_q_heads, n_q, d = q.shape
+    n_kv_heads, n_k = k.shape[1], k.shape[2]
+    n_blocks = math.ceil(n_k / block_size)
+    padded = F.pad(k.float(), (0, 0, 0, n_blocks * block_size - n_k))  # [B, G, nb·bs, D]
+    counts = torch.clamp(n_k - torch.arange(n_blocks, device=k.device) * block_size, max=block_size)
+    means = padded.view(batch, n_kv_heads, n_blocks, block_size, d).sum(3) / counts[:, None]  # [B, G, nb, D]
+    grouped = q.float().view(batch, n_kv_heads, n_q_heads // n_kv_heads, n_q, d)
+    gates = (grouped @ means[:, :, None].transpose(-1, -2)).view(batch, n_q_heads, n_q, n_blocks)
+    if query_positions is None:
+        query_positions = torch.arange(n_k - n_q, n_k, device=q.device)
+    own = (query_positions // block_size)[:, None]  # [Nq, 1]
+    block = torch.arange(n_blocks, device=q.device)[None, :]  # [1, nb]
+    gates = gates.masked_fill(block > own, float("-inf")).masked_fill(block == own, float("inf"))
+    chosen = gates.topk(min(top_k, n_blocks), dim=-1).indices
+    selected = torch.zeros_like(gates, dtype=torch.bool).scatter_(-1, chosen, True)
+    return selected & (block <= own)  # top-k may have filled up with future blocks: drop them
+
+
+def _key_mask(selected: torch.Tensor, block_size: int, n_k: int) -> torch.Tensor:
+    """[B, H, Nq, n_blocks] -> [B, H, Nq, Nk]: each key inherits its block's selection."""
+    return selected.repeat_interleave(block_size, dim=-1)[..., :n_k]
+
+
+def _selection(trial: Trial, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    params = trial.param_dict
+    return select_blocks(q, k, params["block_size"], params["top_k"])
+
+
+def _torch_ref(trial: Trial, x: dict[str, torch.Tensor]) -> torch.Tensor:
+    if trial.phase == "decode":
+        q, k, v = x["q"][:, :, None], x["k_cache"], x["v_cache"]
+        mask = _key_mask(_selection(trial, q, k), trial.param_dict["block_size"], k.shape[2])
+        return attention(q, k, v, mask=mask, kv_lengths=x["cache_seqlens"])[:, :, 0]
+    mask = _key_mask(_selection(trial, x["q"], x["k"]), trial.param_dict["block_size"], x["k"].shape[2])
+    return attention(x["q"], x["k"], x["v"], causal=True, mask=mask)
+
+
+def _torch_sdpa(trial: Trial, x: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Dense SDPA under the block mask (causality folded in): the baseline the kernel skips work against."""
+    q, k = x["q"], x["k"]
+    n = k.shape[2]
+    mask = _key_mask(_selection(trial, q, k), trial.param_dict["block_size"], n)
+    mask = mask & torch.ones(n, n, dtype=torch.bool, device=q.device).tril()
+    return F.scaled_dot_product_attention(q, k, x["v"], attn_mask=mask, enable_gqa=True)
+
+
+def _triton(trial: Trial, x: dict[str, torch.Tensor]) -> torch.Tensor:
+    selected = _selection(trial, x["q"], x["k"])
+    return load_kernels().moba_attention(
+        x["q"], x["k"], x["v"], selected, block_size=trial.param_dict["block_size"]
+    )
+
+
+def moba_mean_keys(n: int, block_size: int, top_k: int) -> float:
+    """Keys a query attends to on average: its own block up to itself, plus top_k - 1 earlier blocks."""
+    total = 0
+    for block_start in range(0, n, block_size):
+        size = min(block_size, n - block_start)
+        earlier = min(top_k - 1, block_start // block_size)
+        total += size * (size + 1) // 2 + size * earlier * block_size
+    return total / n
+
+
+class MixtureOfBlockAttention(Variant):
+    name = "moba"
+    summary = "mixture of block attention: each query attends to its own block + top-k - 1 gated key blocks"
+    param_defaults = {"block_size": 512, "top_k": 3}
+    kv_heads = "axis"
+    implementations = {
+        ("torch-ref", "prefill"): _torch_ref,
+        ("torch-ref", "decode"): _torch_ref,
+        ("torch-sdpa", "prefill"): _torch_sdpa,
+        ("triton", "prefill"): _triton,
+    }
+
+    def validate_params(self, params: dict) -> None:
+        for key in ("block_size", "top_k"):
+            if params[key] < 1:
+                raise ValueError(f"{key}: {params[key]} must be at least 1")
+
+    def resolve(self, point: dict) -> dict:
+        point = super().resolve(point)
+        if not point["causal"]:
+            raise InvalidPoint("causal", "MoBA is causal (future blocks are never selected)")
+        return point
+
+    def input_specs(self, trial: Trial) -> list[InputSpec]:
+        return qkv_specs(trial)
+
+    def cost(self, trial: Trial) -> Cost:
+        params = trial.param_dict
+        b, h, g, n, d = trial.batch, trial.n_heads, trial.n_kv_heads, trial.seq_len, trial.head_dim
+        n_blocks = math.ceil(n / params["block_size"])
+        if trial.phase == "decode":
+            blocks_read = min(params["top_k"], n_blocks)
+            cost = grouped_attention_cost(
+                trial, self.n_params(trial), kv_tokens_read=min(n, blocks_read * params["block_size"])
+            )
+            gating = 2.0 * b * h * n_blocks * d + b * g * n * d
+        else:
+            keys = moba_mean_keys(n, params["block_size"], params["top_k"])
+            cost = grouped_attention_cost(trial, self.n_params(trial), mean_keys=keys)
+            gating = 2.0 * b * h * n * n_blocks * d + b * g * n * d  # gate scores; mean pooling
+        return Cost(
+            flops=cost.flops + gating,
+            bytes_moved=cost.bytes_moved,
+            n_params=cost.n_params,
+            kv_bytes_per_token=cost.kv_bytes_per_token,
+        )
+
+
+VARIANT = MixtureOfBlockAttention()
