@@ -46,9 +46,11 @@ class Trial:
 
     @property
     def label(self) -> str:
+        params = " ".join(f"{k}={v}" for k, v in sorted(self.param_dict.items()))
         return (
             f"{self.variant}/{self.backend}/{self.phase} B={self.batch} N={self.seq_len} "
             f"H={self.n_heads}/{self.n_kv_heads} D={self.head_dim} {self.dtype}"
+            + (f" {params}" if params else "")
         )
 
     @classmethod

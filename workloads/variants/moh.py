@@ -19,19 +19,26 @@ from workloads.variants.gqa import grouped_attention_cost, qkv_specs
 
 
 def moh_gates(
-    shared_logits: torch.Tensor, router_logits: torch.Tensor, stage_logits: torch.Tensor, top_k: int
+    shared_logits: torch.Tensor | None, router_logits: torch.Tensor, stage_logits: torch.Tensor, top_k: int
 ) -> torch.Tensor:
-    """[B, N, H_s], [B, N, H - H_s], [B, N, 2] -> gates [B, N, H] (zeros for heads not picked)."""
+    """[B, N, H_s] (None for H_s <= 1: one shared head has weight 1), [B, N, H - H_s], [B, N, 2]
+    -> gates [B, N, H] (zeros for the routed heads a token did not pick)."""
     stage = 2.0 * torch.softmax(stage_logits.float(), dim=-1)  # [B, N, 2]: α1, α2
-    shared = stage[..., :1] * torch.softmax(shared_logits.float(), dim=-1)
     probs = torch.softmax(router_logits.float(), dim=-1)
     top = probs.topk(top_k, dim=-1)
     routed = torch.zeros_like(probs).scatter(-1, top.indices, top.values / top.values.sum(-1, keepdim=True))
-    return torch.cat([shared, stage[..., 1:] * routed], dim=-1).to(shared_logits.dtype)
+    gates = [stage[..., 1:] * routed]
+    if shared_logits is not None:
+        gates.insert(0, stage[..., :1] * torch.softmax(shared_logits.float(), dim=-1))
+    return torch.cat(gates, dim=-1).to(router_logits.dtype)
 
 
 def _gates(trial: Trial, x: dict[str, torch.Tensor]) -> torch.Tensor:
-    return moh_gates(x["shared_logits"], x["router_logits"], x["stage_logits"], trial.param_dict["top_k"])
+    shared = trial.param_dict["shared_heads"]
+    shared_logits = x.get("shared_logits")
+    if shared == 1:
+        shared_logits = torch.zeros_like(x["stage_logits"][..., :1])
+    return moh_gates(shared_logits, x["router_logits"], x["stage_logits"], trial.param_dict["top_k"])
 
 
 def _gated(out: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
@@ -91,9 +98,11 @@ class MixtureOfHeads(Variant):
     def input_specs(self, trial: Trial) -> list[InputSpec]:
         params = trial.param_dict
         shared, routed = params["shared_heads"], trial.n_heads - params["shared_heads"]
+        # Shared heads are weighted by a softmax among themselves: with one (or none) it has nothing to learn.
+        shared_router = [TokenInput("shared_logits", (shared,), heads_first=False)] if shared > 1 else []
         return [
             *qkv_specs(trial),
-            TokenInput("shared_logits", (shared,), heads_first=False),
+            *shared_router,
             TokenInput("router_logits", (routed,), heads_first=False),
             TokenInput("stage_logits", (2,), heads_first=False),
         ]

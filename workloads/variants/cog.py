@@ -1,0 +1,47 @@
+"""Cog attention ("More Expressive Attention with Negative Weights", Lv et al. 2024).
+
+Weights sign(s) · softmax(|s|) over the visible keys, s = q·k / sqrt(d): a head can add (positive),
+subtract (negative) or ignore (small |s|) a token. Same shapes, cache and cost as GQA; the flash kernel
+runs its online softmax over |s| and applies the sign to each weight.
+"""
+
+import torch
+
+from workloads.backends import load_kernels
+from workloads.reference import attention
+from workloads.trial import Trial
+from workloads.variants.base import Cost, InputSpec, Variant
+from workloads.variants.gqa import grouped_attention_cost, qkv_specs
+
+
+def _torch_ref(trial: Trial, x: dict[str, torch.Tensor]) -> torch.Tensor:
+    if trial.phase == "decode":
+        out = attention(
+            x["q"][:, :, None], x["k_cache"], x["v_cache"], kv_lengths=x["cache_seqlens"], weighting="cog"
+        )
+        return out[:, :, 0]
+    return attention(x["q"], x["k"], x["v"], causal=trial.causal, weighting="cog")
+
+
+def _triton(trial: Trial, x: dict[str, torch.Tensor]) -> torch.Tensor:
+    return load_kernels().flash_attention(x["q"], x["k"], x["v"], causal=trial.causal, weighting="cog")
+
+
+class CogAttention(Variant):
+    name = "cog"
+    summary = "cog attention: weights sign(s)·softmax(|s|), negative weights allowed"
+    kv_heads = "axis"
+    implementations = {
+        ("torch-ref", "prefill"): _torch_ref,
+        ("torch-ref", "decode"): _torch_ref,
+        ("triton", "prefill"): _triton,
+    }
+
+    def input_specs(self, trial: Trial) -> list[InputSpec]:
+        return qkv_specs(trial)
+
+    def cost(self, trial: Trial) -> Cost:
+        return grouped_attention_cost(trial, self.n_params(trial))
+
+
+VARIANT = CogAttention()
