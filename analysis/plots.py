@@ -111,13 +111,16 @@ def latency_figure(rows: pd.DataFrame, title: str) -> Figure | None:
     return fig
 
 
-def latency_svg(rows: pd.DataFrame, title: str) -> str | None:
-    """`latency_figure` as the text of one `<svg>` element (text kept as text), or None."""
-    fig = latency_figure(rows, title)
-    if fig is None:
-        return None
+def figure_svg(fig: Figure) -> str:
+    """A figure as the text of one `<svg>` element (text kept as text, no date: reproducible)."""
     buffer = io.StringIO()
     with matplotlib.rc_context({"svg.fonttype": "none"}):
         fig.savefig(buffer, format="svg", metadata={"Date": None})
     svg = buffer.getvalue()
     return svg[svg.index("<svg") :]
+
+
+def latency_svg(rows: pd.DataFrame, title: str) -> str | None:
+    """`latency_figure` as inline SVG, or None."""
+    fig = latency_figure(rows, title)
+    return None if fig is None else figure_svg(fig)

@@ -6,13 +6,14 @@ DataFrame and imports neither torch nor triton (DESIGN.md §1).
 """
 
 import html
-import math
 import numbers
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
+from analysis.blocks import Block, Cell, Table, fmt, mib
+from analysis.kv_cache import kv_cache_blocks
 from analysis.plots import GROUP_AXES, axis_value, latency_svg
 from analysis.schema import COLUMNS, STATUSES
 from analysis.store import read_results
@@ -55,53 +56,8 @@ class ReportPaths:
     markdown: Path
 
 
-@dataclass(frozen=True)
-class Cell:
-    """A numeric cell: right-aligned, an optional second line (HTML only), bold when best."""
-
-    text: str
-    sub: str = ""
-    best: bool = False
-
-
-@dataclass
-class Table:
-    headers: list[str]
-    rows: list[list] = field(default_factory=list)
-    interpreted: list[bool] = field(default_factory=list)
-
-    def add(self, cells: list, interpreted: bool = False) -> None:
-        self.rows.append(cells)
-        self.interpreted.append(interpreted)
-
-
-@dataclass(frozen=True)
-class Block:
-    kind: str  # "h2" | "h3" | "p" | "table" | "raw" (HTML markup, never in the Markdown)
-    content: object
-    markdown: bool = True
-    html: bool = True
-
-
-def fmt(value: object, digits: int = 3) -> str:
-    """Three significant digits, plain notation from 0.001 to 999999, an em dash when missing."""
-    if value is None or pd.isna(value):
-        return "—"
-    x = float(value)
-    if x == 0 or not math.isfinite(x):
-        return str(x) if x else "0"
-    magnitude = math.floor(math.log10(abs(x)))
-    if -3 <= magnitude < 6:
-        return f"{x:.{max(0, digits - 1 - magnitude)}f}"
-    return f"{x:.{digits - 1}e}"
-
-
 def _sci(value: object) -> str:
     return "—" if value is None or pd.isna(value) else f"{float(value):.2e}"
-
-
-def _mib(value: object) -> str:
-    return "—" if value is None or pd.isna(value) else fmt(float(value) / 2**20)
 
 
 def _spread(row: pd.Series) -> str:
@@ -296,7 +252,7 @@ def _phase(phase: str, rows: pd.DataFrame) -> list[Block]:
         cells += [axis_value(r[a]) for a in vary] + [Cell(axis_value(r["seq_len"]))]
         cells += [Cell(fmt(r["latency_ms"]), best=bool(best[r.name])), Cell(_spread(r) or "—")]
         cells += [Cell(axis_value(r["n_samples"])), *(Cell(fmt(r[m])) for m in RATES)]
-        cells += [Cell(_mib(r["peak_mem_bytes"])), Cell(_mib(r["kv_cache_bytes"]))]
+        cells += [Cell(mib(r["peak_mem_bytes"])), Cell(mib(r["kv_cache_bytes"]))]
         metrics.add(cells, bool(r["interpreted"]))
     return blocks + [
         Block("h3", f"{phase}: all metrics", markdown=False),
@@ -476,7 +432,7 @@ def build_report(
     blocks = [Block("h2", "Overview"), *_overview(df, kept)]
     for phase in _phases(kept):
         blocks += _phase(phase, kept[kept["phase"].eq(phase)])
-    blocks += _accuracy(kept) + _failures(df, kept)
+    blocks += kv_cache_blocks(kept) + _accuracy(kept) + _failures(df, kept)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = ReportPaths(html=out / "index.html", markdown=out / "summary.md")

@@ -101,7 +101,7 @@ def test_html_is_well_formed_and_self_contained(report):
     page = Page(html_text)
     assert page.errors == []
     assert page.tags["title"] == 1 and page.tags["meta"] >= 1 and 'charset="utf-8"' in html_text
-    assert page.tags["svg"] == 2  # one figure per phase
+    assert page.tags["svg"] == 3  # one figure per phase, one of the KV cache per token
     assert page.tags["script"] == 0 and page.tags["link"] == 0 and page.tags["img"] == 0
     assert "src=" not in html_text and "@import" not in html_text
 
@@ -203,7 +203,7 @@ def test_failures_only_dataset(results_df, tmp_path):
 def test_single_seq_len_still_plots(results_df, tmp_path):
     paths = build_report(results_df[results_df["seq_len"] == 384], tmp_path)
     page = Page(paths.html.read_text(encoding="utf-8"))
-    assert page.errors == [] and page.tags["svg"] == 2
+    assert page.errors == [] and page.tags["svg"] == 3
     assert "| variant | backend | kv heads | 384 |" in paths.markdown.read_text(encoding="utf-8")
 
 
@@ -212,7 +212,7 @@ def test_phase_with_only_interpreted_rows(results_df, tmp_path):
     paths = build_report(only, tmp_path, title="interpreted <only>")
     html_text = paths.html.read_text(encoding="utf-8")
     page = Page(html_text)
-    assert page.errors == [] and page.tags["svg"] == 1
+    assert page.errors == [] and page.tags["svg"] == 2
     assert "<title>interpreted &lt;only&gt;</title>" in html_text
     assert not any("best" in c for _, cells in page.rows for c in cells)
     assert "(interpreted †)" in html_text  # the legend entry of the dashed lines
@@ -225,7 +225,7 @@ def test_missing_optional_values(results_df, tmp_path):
     sparse.loc[sparse.index[:10], ["latency_ms", "timestamp", "trial_id", "host"]] = None
     paths = build_report(sparse, tmp_path)
     page = Page(paths.html.read_text(encoding="utf-8"))
-    assert page.errors == [] and page.tags["svg"] == 2
+    assert page.errors == [] and page.tags["svg"] == 3
     assert "—" in page.all_text
 
 
@@ -268,3 +268,20 @@ def test_error_summary_names_the_exception():
 def test_import_loads_neither_torch_nor_triton():
     code = "import analysis.report, sys; assert 'torch' not in sys.modules and 'triton' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, timeout=60)
+
+
+def test_kv_cache_section_lists_every_configuration(results_df, tmp_path):
+    """One row per (variant, heads, kv heads, head dim, dtype, params) with the cost model's bytes."""
+    paths = build_report(results_df, tmp_path)
+    markdown = paths.markdown.read_text(encoding="utf-8")
+    section = markdown.split("## KV cache per token", 1)[1].split("\n## ", 1)[0]
+    expected = results_df.dropna(subset=["kv_bytes_per_token"]).drop_duplicates(
+        ["variant", "n_heads", "n_kv_heads", "head_dim", "dtype", "params"]
+    )
+    rows = [line for line in section.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert len(rows) == len(expected) > 0
+    for _, r in expected.iterrows():
+        assert any(
+            line.startswith(f"| {r['variant']} ") and f"| {fmt(r['kv_bytes_per_token'])} |" in line
+            for line in rows
+        )
