@@ -54,7 +54,10 @@ class KnockingHeadsAttention(Variant):
 
     def input_specs(self, trial: Trial) -> list[InputSpec]:
         d = trial.head_dim
-        return [*qkv_specs(trial), *(Weight(f"t_{name}", (d, d), init="identity") for name in ("q", "k", "v"))]
+        return [
+            *qkv_specs(trial),
+            *(Weight(f"t_{name}", (d, d), init="identity") for name in ("q", "k", "v")),
+        ]
 
     def cost(self, trial: Trial) -> Cost:
         b, h, g, d = trial.batch, trial.n_heads, trial.n_kv_heads, trial.head_dim

@@ -7,10 +7,12 @@ the top_k experts of each token:
     gate[b, i, :] = softmax(r[b, i]) kept on the top_k experts, renormalised over them (0 elsewhere)
     o[b, e, i]    = gate[b, i, e] · softmax(q_e,i kᵀ / sqrt(D)) v                        [B, E, N, D]
 
-so y_i = Σ_{e in top_k(i)} gate · o_e W_O,e. The measured op covers the routing (top-k, gates) and the
-attention; the reference computes every expert and zeroes the unpicked ones, while the cost model counts
-what an expert-sparse implementation does: top_k experts per token (FLOPs, and q, o of those only).
-Decode gates the new token by its own router logits [B, E] and reads a one-head (MQA) cache.
+so y_i = Σ_{e in top_k(i)} gate · o_e W_O,e. With top_k = 1 the renormalised gate is always 1, so the
+router gets no gradient (a consequence of the renormalisation). The measured op covers the routing
+(top-k, gates) and the attention; the reference computes every expert and zeroes the unpicked ones,
+while the cost model counts what an expert-sparse implementation does: top_k experts per token (FLOPs,
+and q, o of those only). Decode gates the new token by its own router logits [B, E] and reads a
+one-head (MQA) cache.
 """
 
 import torch
@@ -32,7 +34,9 @@ def _torch_ref(trial: Trial, x: dict[str, torch.Tensor]) -> torch.Tensor:
 
 class MixtureOfAttentionHeads(Variant):
     name = "moa"
-    summary = "mixture of attention heads: top-k of n_heads query/output experts per token, one shared K/V head"
+    summary = (
+        "mixture of attention heads: top-k of n_heads query/output experts per token, one shared K/V head"
+    )
     param_defaults = {"top_k": 2}
     kv_heads = "one"
     implementations = {

@@ -1,4 +1,4 @@
-"""Rectified linear attention (ReLA, Zhang et al. 2021): ReLU weights instead of a softmax, RMS-normalised heads.
+"""Rectified linear attention (ReLA, Zhang et al. 2021): ReLU weights, no softmax; RMS-normalised heads.
 
 q [B, H, N, D], k, v [B, G, N, D] (GQA: query head h reads KV head h // (H/G)), gain g [H, D]:
 

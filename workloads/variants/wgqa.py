@@ -78,7 +78,9 @@ class WeightedGroupedQueryAttention(Variant):
             return grouped
         b, h, g, n, d = trial.batch, trial.n_heads, trial.n_kv_heads, trial.seq_len, trial.head_dim
         # k and v come as H heads, not G: (H - G) more of each read; a multiply-add per element pools them.
-        return with_extra(grouped, trial, flops=2.0 * 2 * b * h * n * d, elements=2 * b * (h - g) * n * d + 2 * h)
+        return with_extra(
+            grouped, trial, flops=2.0 * 2 * b * h * n * d, elements=2 * b * (h - g) * n * d + 2 * h
+        )
 
 
 VARIANT = WeightedGroupedQueryAttention()
