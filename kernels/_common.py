@@ -144,3 +144,109 @@ def check_scale(fn: str, scale: object) -> None:
         return
     if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale):
         raise ValueError(f"{fn}: scale must be a finite float or None, got {scale!r}")
+
+
+@triton.jit
+def online_softmax_update(
+    acc, l_i, m_i, qk, v, MASKED: tl.constexpr, DOT_PRECISION: tl.constexpr, UPCAST_DOT: tl.constexpr
+):
+    """Fold one tile of log2-domain scores qk [BLOCK_M, BLOCK_N] and its values v [BLOCK_N, BLOCK_D]
+    into the running numerator acc [BLOCK_M, BLOCK_D] (fp32), denominator l_i and max m_i [BLOCK_M];
+    returns the new (acc, l_i, m_i). MASKED tiles may hold -inf scores, even whole rows of them."""
+    m_new = tl.maximum(m_i, tl.max(qk, 1))  # [BLOCK_M]
+    if MASKED:
+        # A row that has seen no key yet keeps m = -inf; subtract 0 instead so exp2 gives 0, not NaN.
+        m_new_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+    else:
+        m_new_safe = m_new
+    p = tl.math.exp2(qk - m_new_safe[:, None])  # [BLOCK_M, BLOCK_N]
+    alpha = tl.math.exp2(m_i - m_new_safe)  # [BLOCK_M], 0 on the first visible tile
+    l_i = l_i * alpha + tl.sum(p, 1)
+    acc = acc * alpha[:, None]
+    acc = dot(p.to(v.dtype), v, acc, DOT_PRECISION, UPCAST_DOT)  # [BLOCK_M, BLOCK_D] fp32
+    return acc, l_i, m_new
+
+
+def check_qkv(
+    fn: str, q: object, k: object, v: object, *, self_attention: bool = False
+) -> tuple[int, int, int, int, int, int]:
+    """`check_qk_v` with one head dim for q, k and v; with self_attention also Nk == Nq.
+    Returns (B, Hq, Nq, D, Hkv, Nk)."""
+    batch, n_q_heads, n_q, head_dim, n_kv_heads, n_k, head_dim_v = check_qk_v(fn, q, k, v)
+    check_dim(fn, "v", "head_dim", head_dim_v, "q", head_dim)
+    if self_attention:
+        check_dim(fn, "k", "seq_len", n_k, "q", n_q)
+    return batch, n_q_heads, n_q, head_dim, n_kv_heads, n_k
+
+
+@triton.jit
+def batch_and_heads(pid_bh, n_heads, GROUP: tl.constexpr):
+    """(off_b, off_h, off_kv_h), int64, of a program over batch · n_heads (axis pid_bh): batch,
+    head, and the KV head it reads under GQA (query heads [g·GROUP, (g+1)·GROUP) share head g)."""
+    off_b = (pid_bh // n_heads).to(tl.int64)
+    off_h = (pid_bh % n_heads).to(tl.int64)
+    return off_b, off_h, off_h // GROUP
+
+
+def check_qk_v(fn: str, q: object, k: object, v: object) -> tuple[int, int, int, int, int, int, int]:
+    """q [B, Hq, Nq, Dqk], k [B, Hkv, Nk, Dqk], v [B, Hkv, Nk, Dv] as flash_attention and its
+    backward take them (Dv may differ from Dqk: MLA prefill): non-empty, Hq % Hkv == 0, both head
+    dims in range, one supported float dtype (devices are the caller's to check, with any further
+    tensors). Returns (B, Hq, Nq, Dqk, Hkv, Nk, Dv)."""
+    check_rank(fn, "q", q, "[B, Hq, Nq, Dqk]")
+    check_rank(fn, "k", k, "[B, Hkv, Nk, Dqk]")
+    check_rank(fn, "v", v, "[B, Hkv, Nk, Dv]")
+    batch, n_q_heads, n_q, head_dim_qk = q.shape
+    n_kv_heads, n_k, head_dim_v = k.shape[1], k.shape[2], v.shape[3]
+    for name, tensor in (("k", k), ("v", v)):
+        check_dim(fn, name, "batch", tensor.shape[0], "q", batch)
+    check_dim(fn, "k", "head_dim", k.shape[3], "q", head_dim_qk)
+    check_dim(fn, "v", "heads", v.shape[1], "k", n_kv_heads)
+    check_dim(fn, "v", "seq_len", v.shape[2], "k", n_k)
+    check_positive(fn, "q", q.shape, {"batch": 0, "heads": 1, "seq_len": 2})
+    check_positive(fn, "k", k.shape, {"heads": 1, "seq_len": 2})
+    if n_q_heads % n_kv_heads:
+        raise ValueError(
+            f"{fn}: q has {n_q_heads} heads, not a multiple of the {n_kv_heads} heads of k and v"
+        )
+    check_head_dim(fn, head_dim_qk)
+    if not MIN_HEAD_DIM <= head_dim_v <= MAX_HEAD_DIM:
+        raise ValueError(
+            f"{fn}: v has head_dim {head_dim_v}, outside the supported {MIN_HEAD_DIM}..{MAX_HEAD_DIM}"
+        )
+    check_float_dtypes(fn, {"q": q, "k": k, "v": v})
+    return batch, n_q_heads, n_q, head_dim_qk, n_kv_heads, n_k, head_dim_v
+
+
+def check_window_sink(
+    fn: str, window: object, sink: object, n_kv_heads: int, kv_name: str, device: torch.device
+) -> None:
+    """Sliding window + attention sink of streaming heads: sink an int >= 0; window None, an int
+    (every KV head) or an int32 tensor [Hkv] on `device` (one per KV head of `kv_name`)."""
+    if isinstance(sink, bool) or not isinstance(sink, int) or sink < 0:
+        raise ValueError(f"{fn}: sink must be an int >= 0, got {sink!r}")
+    if window is None:
+        return
+    if isinstance(window, torch.Tensor):
+        check_rank(fn, "window", window, "[Hkv]")
+        check_dim(fn, "window", "heads", window.shape[0], kv_name, n_kv_heads)
+        if window.dtype != torch.int32:
+            raise ValueError(f"{fn}: window has dtype {window.dtype}, expected torch.int32")
+        if window.device != device:
+            raise ValueError(f"{fn}: window is on {window.device} but q is on {device}")
+    elif isinstance(window, bool) or not isinstance(window, int):
+        raise ValueError(f"{fn}: window must be None, an int or an int32 tensor [Hkv], got {window!r}")
+
+
+@triton.jit
+def causal_key_bounds(first_pos, last_pos, n_k, CAUSAL: tl.constexpr, BLOCK_N: tl.constexpr):
+    """(full_end, end) of the keys a query tile attends, for its first and last real query rows at
+    key positions first_pos <= last_pos: keys below full_end (a multiple of BLOCK_N) are visible
+    to every row of the tile (no mask needed), keys from end on to none (never visited)."""
+    if CAUSAL:
+        full_end = tl.minimum(tl.maximum(first_pos + 1, 0), n_k)
+        end = tl.minimum(tl.maximum(last_pos + 1, 0), n_k)
+    else:
+        full_end = n_k
+        end = n_k
+    return (full_end // BLOCK_N) * BLOCK_N, end

@@ -1,5 +1,9 @@
 """FlashAttention-2 style forward: one program per (query block, batch · query head), online softmax
-in fp32 over key blocks, GQA by index arithmetic (K/V are never repeated in memory)."""
+in fp32 over key blocks, GQA by index arithmetic (K/V are never repeated in memory).
+
+Beyond plain (causal) attention: separate query/key and value head dims (MLA prefill), a per-KV-head
+sliding window with attention sinks (DuoAttention streaming heads; only the sink and window key
+blocks are visited), Cog weighting (signed weights), and the log-sum-exp a backward pass needs."""
 
 import math
 
@@ -9,140 +13,188 @@ import triton.language as tl
 
 from kernels._common import (
     LOG2_E,
+    batch_and_heads,
+    causal_key_bounds,
     check_devices,
-    check_dim,
-    check_float_dtypes,
-    check_head_dim,
     check_out,
-    check_positive,
-    check_rank,
+    check_qk_v,
     check_scale,
+    check_window_sink,
     dot,
     is_interpreted,
     load_tile,
     upcast_dot,
 )
 
+WEIGHTINGS = ("softmax", "cog")
+LN_2 = tl.constexpr(0.6931471805599453)  # lse leaves the kernel in natural log: ln(x) = log2(x) · ln(2)
+
 
 @triton.jit
 def _attend_key_block(
     acc, l_i, m_i, q,
     k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd,
-    start_n, offs_m, offs_n, offs_d, n_k, diag, qk_scale,
-    CAUSAL: tl.constexpr, MASKED: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
+    start_n, offs_m, offs_n, offs_dqk, offs_dv, n_k, diag, window, sink, qk_scale,
+    CAUSAL: tl.constexpr, WINDOWED: tl.constexpr, COG: tl.constexpr, MASKED: tl.constexpr,
+    HEAD_DIM_QK: tl.constexpr, BLOCK_DQK: tl.constexpr, HEAD_DIM_V: tl.constexpr, BLOCK_DV: tl.constexpr,
     DOT_PRECISION: tl.constexpr, UPCAST_DOT: tl.constexpr,
 ):  # fmt: skip
     """Fold keys [start_n, start_n + BLOCK_N) into the running (acc, l_i, m_i) of one query block.
 
-    MASKED blocks may run past n_k or cross the causal diagonal; unmasked ones are fully visible
-    to every query row, which saves the bounds checks and the compare-and-select on most blocks.
+    MASKED blocks may run past n_k, cross the causal diagonal or the window's edge; unmasked ones
+    are fully visible to every query row, which saves the bounds checks and the compare-and-select
+    on most blocks. COG weights keys by sign(s) · exp(|s|): the running max and the denominator
+    are taken over |s|, and the sign is applied to the numerator only.
     """
     offs_key = start_n + offs_n  # [BLOCK_N]
-    # [BLOCK_N, BLOCK_D] each
-    k = load_tile(k_base, offs_key, offs_d, stride_kn, stride_kd, n_k, HEAD_DIM, BLOCK_D, MASKED)
-    v = load_tile(v_base, offs_key, offs_d, stride_vn, stride_vd, n_k, HEAD_DIM, BLOCK_D, MASKED)
-    # Scores in the log2 domain: scale · log2(e) is folded into qk_scale so softmax uses exp2.
+    k = load_tile(k_base, offs_key, offs_dqk, stride_kn, stride_kd, n_k, HEAD_DIM_QK, BLOCK_DQK, MASKED)
+    v = load_tile(v_base, offs_key, offs_dv, stride_vn, stride_vd, n_k, HEAD_DIM_V, BLOCK_DV, MASKED)
+    # Scores in the log2 domain: scale · log2(e) is folded into qk_scale so the weights use exp2.
     qk = dot(q, tl.trans(k), None, DOT_PRECISION, UPCAST_DOT) * qk_scale  # [BLOCK_M, BLOCK_N]
+    if COG:
+        magnitude = tl.abs(qk)
+    else:
+        magnitude = qk
     if MASKED:
         visible = offs_key[None, :] < n_k  # [1, BLOCK_N]
         if CAUSAL:
-            # Bottom-right alignment: query i sees key j iff j <= i + (n_k - n_q).
-            visible = visible & (offs_key[None, :] <= offs_m[:, None] + diag)  # [BLOCK_M, BLOCK_N]
-        qk = tl.where(visible, qk, float("-inf"))
-    m_new = tl.maximum(m_i, tl.max(qk, 1))  # [BLOCK_M]
+            # Bottom-right alignment: query i sits at position i + (n_k - n_q) and sees keys up to it.
+            query_pos = offs_m[:, None] + diag  # [BLOCK_M, 1]
+            visible = visible & (offs_key[None, :] <= query_pos)  # [BLOCK_M, BLOCK_N]
+            if WINDOWED:
+                recent = offs_key[None, :] > query_pos - window
+                visible = visible & (recent | (offs_key[None, :] < sink))
+        magnitude = tl.where(visible, magnitude, float("-inf"))
+    m_new = tl.maximum(m_i, tl.max(magnitude, 1))  # [BLOCK_M]
     if MASKED:
         # A row that has seen no key yet keeps m = -inf; subtract 0 instead so exp2 gives 0, not NaN.
         m_new_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
     else:
         m_new_safe = m_new
-    p = tl.math.exp2(qk - m_new_safe[:, None])  # [BLOCK_M, BLOCK_N]
+    p = tl.math.exp2(magnitude - m_new_safe[:, None])  # [BLOCK_M, BLOCK_N], 0 for hidden keys
     alpha = tl.math.exp2(m_i - m_new_safe)  # [BLOCK_M], 0 on the first visible block
     l_i = l_i * alpha + tl.sum(p, 1)
+    if COG:
+        p = tl.where(qk > 0, p, tl.where(qk < 0, -p, 0.0))  # sign(s), with sign(0) = 0
     acc = acc * alpha[:, None]
-    acc = dot(p.to(v.dtype), v, acc, DOT_PRECISION, UPCAST_DOT)  # [BLOCK_M, BLOCK_D] fp32
+    acc = dot(p.to(v.dtype), v, acc, DOT_PRECISION, UPCAST_DOT)  # [BLOCK_M, BLOCK_DV] fp32
     return acc, l_i, m_new
 
 
 @triton.jit
 def _flash_attention_fwd(
-    Q, K, V, Out,
+    Q, K, V, Out, Lse, Window,
     stride_qb, stride_qh, stride_qm, stride_qd,
     stride_kb, stride_kh, stride_kn, stride_kd,
     stride_vb, stride_vh, stride_vn, stride_vd,
     stride_ob, stride_oh, stride_om, stride_od,
-    n_q_heads, n_q, n_k, qk_scale,
-    GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, CAUSAL: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+    stride_lb, stride_lh, stride_lm, stride_w,
+    n_q_heads, n_q, n_k, sink, qk_scale,
+    GROUP: tl.constexpr, CAUSAL: tl.constexpr, WINDOWED: tl.constexpr, COG: tl.constexpr,
+    RETURN_LSE: tl.constexpr,
+    HEAD_DIM_QK: tl.constexpr, HEAD_DIM_V: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_DQK: tl.constexpr, BLOCK_DV: tl.constexpr,
     DOT_PRECISION: tl.constexpr, UPCAST_DOT: tl.constexpr,
 ):  # fmt: skip
     pid_m = tl.program_id(0)
     if CAUSAL:
         # The last query blocks see the most keys: launch them first so the grid's tail is short.
         pid_m = tl.num_programs(0) - 1 - pid_m
-    pid_bh = tl.program_id(1)
-    off_b = (pid_bh // n_q_heads).to(tl.int64)
-    off_h = (pid_bh % n_q_heads).to(tl.int64)
-    off_kv_h = off_h // GROUP  # GQA: query heads [g·GROUP, (g+1)·GROUP) share KV head g
+    off_b, off_h, off_kv_h = batch_and_heads(tl.program_id(1), n_q_heads, GROUP)
 
     start_m = pid_m * BLOCK_M
     offs_m = start_m + tl.arange(0, BLOCK_M)  # [BLOCK_M]
     offs_n = tl.arange(0, BLOCK_N)  # [BLOCK_N]
-    offs_d = tl.arange(0, BLOCK_D)  # [BLOCK_D], padded past HEAD_DIM when it is not a power of two
+    # [BLOCK_DQK], [BLOCK_DV]: padded past the head dims when they are not powers of two
+    offs_dqk = tl.arange(0, BLOCK_DQK)
+    offs_dv = tl.arange(0, BLOCK_DV)
     q_base = Q + off_b * stride_qb + off_h * stride_qh
     k_base = K + off_b * stride_kb + off_kv_h * stride_kh
     v_base = V + off_b * stride_vb + off_kv_h * stride_vh
-    # [BLOCK_M, BLOCK_D]
-    q = load_tile(q_base, offs_m, offs_d, stride_qm, stride_qd, n_q, HEAD_DIM, BLOCK_D, True)
+    # [BLOCK_M, BLOCK_DQK]
+    q = load_tile(q_base, offs_m, offs_dqk, stride_qm, stride_qd, n_q, HEAD_DIM_QK, BLOCK_DQK, True)
 
-    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)  # running max of scores (log2 domain)
-    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)  # running softmax denominator
-    acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)  # running numerator · V
+    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)  # running max of (|s|) scores, log2
+    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)  # running denominator
+    acc = tl.zeros([BLOCK_M, BLOCK_DV], dtype=tl.float32)  # running numerator · V
 
     diag = n_k - n_q
-    if CAUSAL:
-        # Keys j <= start_m + diag are visible to every row of the block; keys past the last row's
-        # diagonal are visible to none, so those blocks are never visited (about half the work).
-        full_end = tl.minimum(tl.maximum(start_m + diag + 1, 0), n_k)
-        hi = tl.minimum(tl.maximum(start_m + BLOCK_M + diag, 0), n_k)
-    else:
-        full_end = n_k
-        hi = n_k
-    full_end = (full_end // BLOCK_N) * BLOCK_N
+    first_pos = start_m + diag  # key position of the tile's first query row
+    last_pos = tl.minimum(start_m + BLOCK_M, n_q) - 1 + diag  # ... and of its last real row
+    # Causal: keys past last_pos are seen by no row of the tile, so about half the blocks are skipped.
+    full_hi, hi = causal_key_bounds(first_pos, last_pos, n_k, CAUSAL, BLOCK_N)
+    window = n_k
+    full_lo = 0  # keys [full_lo, full_hi) are visible to every row of the tile: no mask
+    sink_hi = 0
+    gap = 0
+    if WINDOWED:
+        # A window of n_k or more hides nothing (positions are < n_k), nor does one <= 0: both
+        # become n_k, which also keeps position - window within int32.
+        raw_window = tl.load(Window + off_kv_h * stride_w)
+        windowed_head = (raw_window > 0) & (raw_window < n_k)
+        window = tl.where(windowed_head, raw_window, n_k)
+        # Sink keys [0, sink_end) in whole blocks (none for a retrieval head), then the recent
+        # keys (first_pos - window, last_pos] from the block holding the first, minus any block
+        # the sink already took; the `gap` keys between the two are seen by no row of the tile.
+        sink_end = tl.where(windowed_head, tl.minimum(sink, hi), 0)
+        sink_hi = tl.cdiv(sink_end, BLOCK_N) * BLOCK_N
+        window_lo = tl.maximum((tl.maximum(first_pos - window + 1, 0) // BLOCK_N) * BLOCK_N, sink_hi)
+        gap = window_lo - sink_hi
+        # Keys from last_pos - window + 1 on are inside every row's window.
+        full_lo = tl.cdiv(tl.maximum(last_pos - window + 1, 0), BLOCK_N) * BLOCK_N
+        full_lo = tl.maximum(full_lo, window_lo)
+    full_hi = tl.maximum(full_hi, full_lo)
 
-    for start_n in range(0, full_end, BLOCK_N):
-        acc, l_i, m_i = _attend_key_block(
-            acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd,
-            start_n, offs_m, offs_n, offs_d, n_k, diag, qk_scale,
-            CAUSAL, False, HEAD_DIM, BLOCK_D, DOT_PRECISION, UPCAST_DOT,
-        )  # fmt: skip
-    for start_n in range(full_end, hi, BLOCK_N):
-        acc, l_i, m_i = _attend_key_block(
-            acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd,
-            start_n, offs_m, offs_n, offs_d, n_k, diag, qk_scale,
-            CAUSAL, True, HEAD_DIM, BLOCK_D, DOT_PRECISION, UPCAST_DOT,
-        )  # fmt: skip
+    # Unrolled at compile time: segment 0 is masked (sink blocks, then the window's leading edge,
+    # counted without the gap), 1 the unmasked middle, 2 the masked causal edge. One loop each keeps
+    # a single pipelined loop per kind of block.
+    for segment in tl.static_range(3):
+        if segment == 0:
+            seg_lo, seg_hi = 0, full_lo - gap
+        elif segment == 1:
+            seg_lo, seg_hi = full_lo, full_hi
+        else:
+            seg_lo, seg_hi = full_hi, hi
+        for start in range(seg_lo, seg_hi, BLOCK_N):
+            start_n = start
+            if WINDOWED and segment == 0:
+                start_n = tl.where(start < sink_hi, start, start + gap)
+            acc, l_i, m_i = _attend_key_block(
+                acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd,
+                start_n, offs_m, offs_n, offs_dqk, offs_dv, n_k, diag, window, sink, qk_scale,
+                CAUSAL, WINDOWED, COG, segment != 1, HEAD_DIM_QK, BLOCK_DQK, HEAD_DIM_V, BLOCK_DV,
+                DOT_PRECISION, UPCAST_DOT,
+            )  # fmt: skip
 
     # Rows that saw no key (causal with n_q > n_k) have l_i = 0 and acc = 0: they output zeros.
-    acc = acc / tl.where(l_i == 0.0, 1.0, l_i)[:, None]
+    row_in = offs_m < n_q  # [BLOCK_M]
+    l_safe = tl.where(l_i == 0.0, 1.0, l_i)
+    acc = acc / l_safe[:, None]
     o_base = Out + off_b * stride_ob + off_h * stride_oh
-    o_ptrs = o_base + offs_m[:, None] * stride_om + offs_d[None, :] * stride_od
-    tl.store(
-        o_ptrs, acc.to(Out.dtype.element_ty), mask=(offs_m[:, None] < n_q) & (offs_d[None, :] < HEAD_DIM)
-    )
+    o_ptrs = o_base + offs_m[:, None] * stride_om + offs_dv[None, :] * stride_od
+    tl.store(o_ptrs, acc.to(Out.dtype.element_ty), mask=row_in[:, None] & (offs_dv[None, :] < HEAD_DIM_V))
+    if RETURN_LSE:
+        # Natural log: log(sum exp(s)) = (m + log2(l)) · ln(2), with m and l in the log2 domain.
+        lse = tl.where(l_i == 0.0, float("-inf"), (m_i + tl.log2(l_safe)) * LN_2)  # [BLOCK_M]
+        lse_ptrs = Lse + off_b * stride_lb + off_h * stride_lh + offs_m * stride_lm
+        tl.store(lse_ptrs, lse, mask=row_in)
 
 
-def block_config(head_dim: int, dtype: torch.dtype) -> tuple[int, int, int, int]:
+def block_config(
+    head_dim: int, dtype: torch.dtype, head_dim_v: int | None = None
+) -> tuple[int, int, int, int]:
     """(BLOCK_M, BLOCK_N, num_warps, num_stages) for one launch, before any autotuning.
 
     Interpreted: small tiles keep the CPU interpreter fast and still cross several block edges at
     test sizes. On a GPU (checked by compiling for sm_90: no register spills, shared memory within
     an H100's): 128×64 tiles for 2-byte types up to head_dim 128, 64×32 with 8 warps at 256.
     fp32 with input_precision="ieee" runs its dots on FMA units, whose operands live in registers,
-    so it takes small tiles.
+    so it takes small tiles. With a separate value head dim (`head_dim_v`, MLA prefill) the wider
+    of the two picks the tiles: never more registers or shared memory than that dim for both.
     """
     if is_interpreted():
         return 32, 16, 4, 1
-    block_d = triton.next_power_of_2(head_dim)
+    block_d = triton.next_power_of_2(max(head_dim, head_dim if head_dim_v is None else head_dim_v))
     if dtype == torch.float32:
         return (64, 16, 8, 2) if block_d <= 64 else (32, 16, 8, 2)
     if block_d <= 64:
@@ -152,6 +204,24 @@ def block_config(head_dim: int, dtype: torch.dtype) -> tuple[int, int, int, int]
     return 64, 32, 8, 2
 
 
+def _window_per_kv_head(
+    fn: str, window: object, sink: object, causal: bool, n_kv_heads: int, n_k: int, device: torch.device
+) -> torch.Tensor | None:
+    """Validates window and sink; returns the window as int32 [Hkv] on the device, or None when it
+    hides no key at all: an int window applies to every KV head, and one <= 0 or >= Nk hides
+    nothing (query positions are below Nk), so it launches the plain kernel."""
+    check_window_sink(fn, window, sink, n_kv_heads, "k", device)
+    if window is None:
+        return None
+    if not causal:
+        raise ValueError(f"{fn}: window requires causal=True (a sliding window looks back from each query)")
+    if isinstance(window, torch.Tensor):
+        return window
+    if window <= 0 or window >= n_k:
+        return None
+    return torch.full((n_kv_heads,), window, dtype=torch.int32, device=device)
+
+
 def flash_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -159,59 +229,74 @@ def flash_attention(
     *,
     causal: bool = False,
     scale: float | None = None,
+    window: int | torch.Tensor | None = None,
+    sink: int = 0,
+    weighting: str = "softmax",
+    return_lse: bool = False,
     out: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """softmax(q kᵀ · scale) v, forward only.
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """weights(q kᵀ · scale) v, forward only.
 
-    q [B, Hq, Nq, D], k [B, Hkv, Nk, D], v [B, Hkv, Nk, D], Hq % Hkv == 0 (MHA, GQA, MQA): query
-    head h reads KV head h // (Hq // Hkv). dtype float32, float16 or bfloat16 (all the same);
-    D in 16..256; any strides. `causal` aligns the mask bottom-right: query i sees key j iff
-    j <= i + Nk - Nq; a query that sees no key (Nq > Nk) outputs zeros. `scale` defaults to
-    1/sqrt(D). `out` [B, Hq, Nq, D] (q's dtype and device), when given, is written and returned.
-    Returns o [B, Hq, Nq, D] in q's dtype.
+    q [B, Hq, Nq, Dqk], k [B, Hkv, Nk, Dqk], v [B, Hkv, Nk, Dv], Hq % Hkv == 0 (MHA, GQA, MQA):
+    query head h reads KV head h // (Hq // Hkv). Dqk and Dv each in 16..256 (Dqk != Dv is MLA
+    prefill, e.g. 192 and 128). dtype float32, float16 or bfloat16 (all the same); any strides.
+
+    Which keys query i sees, at position p = i + Nk - Nq (bottom-right alignment): all keys, or
+    with `causal` keys j <= p; a query that sees no key (causal, Nq > Nk) outputs zeros.
+    `window` (needs `causal`): None, an int for every KV head or an int32 tensor [Hkv] on q's
+    device; a KV head with window W > 0 further keeps only keys p - W < j <= p plus the first
+    `sink` (>= 0) keys (streaming heads), one with W <= 0 keeps its whole causal past (retrieval
+    heads). Key blocks that no query of a tile sees are skipped.
+
+    `weighting` "softmax", or "cog": weights sign(s) · exp(|s|) / sum over visible keys of exp(|s|).
+    `scale` defaults to 1/sqrt(Dqk). `out` [B, Hq, Nq, Dv] (q's dtype and device), when given, is
+    written and returned. Returns o [B, Hq, Nq, Dv] in q's dtype, or with `return_lse` (softmax
+    only) (o, lse): lse float32 [B, Hq, Nq], the natural-log logsumexp of s over the visible keys
+    (-inf for a query that sees none), as a backward pass needs it.
     """
     fn = "flash_attention"
-    check_rank(fn, "q", q, "[B, Hq, Nq, D]")
-    check_rank(fn, "k", k, "[B, Hkv, Nk, D]")
-    check_rank(fn, "v", v, "[B, Hkv, Nk, D]")
-    batch, n_q_heads, n_q, head_dim = q.shape
-    n_kv_heads, n_k = k.shape[1], k.shape[2]
-    for name, tensor in (("k", k), ("v", v)):
-        check_dim(fn, name, "batch", tensor.shape[0], "q", batch)
-        check_dim(fn, name, "head_dim", tensor.shape[3], "q", head_dim)
-    check_dim(fn, "v", "heads", v.shape[1], "k", n_kv_heads)
-    check_dim(fn, "v", "seq_len", v.shape[2], "k", n_k)
-    check_positive(fn, "q", q.shape, {"batch": 0, "heads": 1, "seq_len": 2})
-    check_positive(fn, "k", k.shape, {"heads": 1, "seq_len": 2})
-    if n_q_heads % n_kv_heads:
-        raise ValueError(
-            f"{fn}: q has {n_q_heads} heads, not a multiple of the {n_kv_heads} heads of k and v"
-        )
-    check_head_dim(fn, head_dim)
-    dtype = check_float_dtypes(fn, {"q": q, "k": k, "v": v})
+    batch, n_q_heads, n_q, head_dim_qk, n_kv_heads, n_k, head_dim_v = check_qk_v(fn, q, k, v)
+    dtype = q.dtype  # one supported dtype for q, k and v: check_qk_v saw to it
     device = check_devices(fn, {"q": q, "k": k, "v": v})
     check_scale(fn, scale)
+    if weighting not in WEIGHTINGS:
+        raise ValueError(f"{fn}: weighting must be one of {', '.join(WEIGHTINGS)}, got {weighting!r}")
+    if return_lse and weighting != "softmax":
+        raise ValueError(f"{fn}: return_lse needs weighting='softmax', got {weighting!r}")
+    window = _window_per_kv_head(fn, window, sink, causal, n_kv_heads, n_k, device)
+    out_shape = (batch, n_q_heads, n_q, head_dim_v)
     if out is None:
-        out = torch.empty(q.shape, dtype=dtype, device=device)
+        out = torch.empty(out_shape, dtype=dtype, device=device)
     else:
-        check_out(fn, out, tuple(q.shape), dtype, device)
+        check_out(fn, out, out_shape, dtype, device)
+    # Without return_lse (or a window) the kernel never touches those pointers: `out` stands in.
+    lse = torch.empty((batch, n_q_heads, n_q), dtype=torch.float32, device=device) if return_lse else None
+    lse_strides = lse.stride() if return_lse else (0, 0, 0)
+    window_stride = 0 if window is None else window.stride(0)
 
-    scale = 1.0 / math.sqrt(head_dim) if scale is None else float(scale)
-    block_m, block_n, num_warps, num_stages = block_config(head_dim, dtype)
+    scale = 1.0 / math.sqrt(head_dim_qk) if scale is None else float(scale)
+    block_m, block_n, num_warps, num_stages = block_config(head_dim_qk, dtype, head_dim_v)
     grid = (triton.cdiv(n_q, block_m), batch * n_q_heads)
     _flash_attention_fwd[grid](
-        q, k, v, out,
-        *q.stride(), *k.stride(), *v.stride(), *out.stride(),
-        n_q_heads, n_q, n_k, scale * LOG2_E,
+        q, k, v, out, out if lse is None else lse, out if window is None else window,
+        *q.stride(), *k.stride(), *v.stride(), *out.stride(), *lse_strides, window_stride,
+        n_q_heads, n_q, n_k, min(sink, n_k), scale * LOG2_E,
         GROUP=n_q_heads // n_kv_heads,
-        HEAD_DIM=head_dim,
         CAUSAL=bool(causal),
+        WINDOWED=window is not None,
+        COG=weighting == "cog",
+        RETURN_LSE=bool(return_lse),
+        HEAD_DIM_QK=head_dim_qk,
+        HEAD_DIM_V=head_dim_v,
         BLOCK_M=block_m,
         BLOCK_N=block_n,
-        BLOCK_D=triton.next_power_of_2(head_dim),
+        BLOCK_DQK=triton.next_power_of_2(head_dim_qk),
+        BLOCK_DV=triton.next_power_of_2(head_dim_v),
         DOT_PRECISION="ieee" if dtype == torch.float32 else "tf32",
         UPCAST_DOT=upcast_dot(dtype),
         num_warps=num_warps,
         num_stages=num_stages,
     )  # fmt: skip
+    if return_lse:
+        return out, lse
     return out

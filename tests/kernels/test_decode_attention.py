@@ -1,5 +1,7 @@
 """decode_attention against the float64 reference: ragged cache lengths (0, 1, L_max), GQA ratios,
-explicit and default split counts, scale, strides, dtypes, and input validation."""
+explicit and default split counts, scale, strides, dtypes, sliding windows with attention sinks
+(streaming heads), and input validation. MLA shapes (Dk != Dv, V a view of K) are in
+test_decode_attention_mla.py."""
 
 import pytest
 import torch
@@ -8,7 +10,7 @@ from kernels import decode_attention
 from kernels.decode_attention import default_num_splits
 from tests.helpers import assert_close, random_tensor
 from tests.kernels.invalid_inputs import replacing, with_kwargs
-from workloads.reference import attention
+from workloads.reference import attention, visible_keys
 
 FP32_REL_TOL = 1e-5
 # Measured under the interpreter over every shape of both kernel test files in fp16 and bf16, 3 seeds
@@ -41,9 +43,10 @@ def reference(q, k_cache, v_cache, cache_seqlens, **kwargs):
 
 
 def run_into_nan(q, k_cache, v_cache, cache_seqlens, out=None, **kwargs):
-    """decode_attention writing into an output pre-filled with NaN, so an unwritten row fails."""
+    """decode_attention writing into an output [B, Hq, Dv] pre-filled with NaN, so an unwritten row fails."""
     if out is None:
-        out = torch.full(q.shape, float("nan"), dtype=q.dtype, device=q.device)
+        shape = (*q.shape[:2], v_cache.shape[-1])
+        out = torch.full(shape, float("nan"), dtype=q.dtype, device=q.device)
     result = decode_attention(q, k_cache, v_cache, cache_seqlens, out=out, **kwargs)
     assert result is out
     return out
@@ -130,6 +133,59 @@ def test_decode_attention_half_precision(dtype, device):
     assert_close(out, reference(q, k_cache, v_cache, seqlens), rel_tol=HALF_REL_TOL[dtype])
 
 
+def poison_invisible(k_cache, v_cache, cache_seqlens, window, sink):
+    """Copies of the caches with NaN in every row no query may see (past a sequence's length, and
+    between the sink and the window of a streaming head): reading one would make the output NaN."""
+    batch, n_kv_heads, max_len = k_cache.shape[:3]
+    rows = torch.zeros(1, dtype=torch.long, device=k_cache.device)
+    visible = visible_keys(
+        batch, n_kv_heads, rows, 1, max_len, causal=False, kv_lengths=cache_seqlens, window=window, sink=sink
+    )[:, :, 0, 0, :, None]  # [B, Hkv, L_max, 1]
+    return k_cache.masked_fill(~visible, float("nan")), v_cache.masked_fill(~visible, float("nan"))
+
+
+def per_head_window(values, device):
+    return torch.tensor(values, dtype=torch.int32, device=device)
+
+
+# (Hq, Hkv, L_max, head_dim, cache_seqlens, window, sink); window None | int | per-KV-head list.
+# Interpreted key blocks hold 16 keys, so windows of 5 and 20 start and end inside blocks.
+STREAMING_SHAPES = [
+    pytest.param((4, 2, 45, 32, [45, 0, 1, 17, 3], 5, 0), id="window5-below-block-no-sink"),
+    pytest.param((4, 2, 50, 24, [50, 33, 2], 20, 3), id="window20-sink3"),
+    pytest.param((8, 2, 41, 48, [41, 40, 1], 100, 4), id="window-beyond-cache"),
+    pytest.param((2, 1, 47, 32, [47, 30, 12], 7, 20), id="sink20-over-window-start"),
+    pytest.param((8, 4, 50, 40, [50, 23, 0, 1], [0, 7, 33, -1], 2), id="per-head-retrieval-and-streaming"),
+    pytest.param((16, 2, 45, 32, [45, 38], [9, 16], 17), id="per-head-windows-gqa8-sink17"),
+    pytest.param((4, 2, 30, 32, [30, 11], None, 6), id="sink-without-window-is-no-op"),
+]
+
+
+@pytest.mark.parametrize("num_splits", [None, 1, 3], ids=["splits-default", "splits1", "splits3"])
+@pytest.mark.parametrize("shape", STREAMING_SHAPES)
+def test_decode_attention_streaming_heads_match_reference(shape, num_splits, device):
+    """Sliding window + sink per KV head; rows nobody sees hold NaN, so reading one fails."""
+    n_q_heads, n_kv_heads, max_len, head_dim, lengths, window, sink = shape
+    q, k_cache, v_cache, seqlens = make_inputs(
+        n_q_heads, n_kv_heads, max_len, head_dim, lengths, dtype=torch.float32, device=device
+    )
+    if isinstance(window, list):
+        window = per_head_window(window, device)
+    k_poisoned, v_poisoned = poison_invisible(k_cache, v_cache, seqlens, window, sink)
+    out = run_into_nan(q, k_poisoned, v_poisoned, seqlens, window=window, sink=sink, num_splits=num_splits)
+    ref = reference(q, k_cache, v_cache, seqlens, window=window, sink=sink)
+    assert_close(out, ref, rel_tol=FP32_REL_TOL)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+def test_decode_attention_streaming_half_precision(dtype, device):
+    q, k_cache, v_cache, seqlens = make_inputs(8, 2, 45, 64, [45, 30, 4], dtype=dtype, device=device)
+    window = per_head_window([10, 0], device)
+    out = run_into_nan(q, k_cache, v_cache, seqlens, window=window, sink=3, num_splits=2)
+    ref = reference(q, k_cache, v_cache, seqlens, window=window, sink=3)
+    assert_close(out, ref, rel_tol=HALF_REL_TOL[dtype])
+
+
 @pytest.mark.parametrize(
     "batch_kv_heads, max_len, expected",
     [
@@ -170,9 +226,9 @@ INVALID = [
         id="k-cache-batch",
     ),
     pytest.param(
-        _replace(2, lambda d: torch.randn(2, 2, 8, 48, device=d)),
-        "v_cache has head_dim 48 but q has 32",
-        id="v-cache-head-dim",
+        _replace(1, lambda d: torch.randn(2, 2, 8, 48, device=d)),
+        "k_cache has head_dim 48 but q has 32",
+        id="k-cache-head-dim",
     ),
     pytest.param(
         _replace(2, lambda d: torch.randn(2, 2, 9, 32, device=d)),
@@ -205,9 +261,9 @@ INVALID = [
         id="empty-cache",
     ),
     pytest.param(
-        lambda d: (make_inputs(4, 2, 8, 300, [8, 3], dtype=torch.float32, device=d), {}),
-        "head_dim 300 is outside",
-        id="head-dim-300",
+        lambda d: (make_inputs(4, 2, 8, 600, [8, 3], dtype=torch.float32, device=d), {}),
+        "q head_dim 600 is outside the supported 16..576",
+        id="head-dim-600",
     ),
     pytest.param(
         _replace(2, lambda d: torch.randn(2, 2, 8, 32, device=d).bfloat16()),
@@ -220,6 +276,34 @@ INVALID = [
         id="seqlens-device",
     ),
     pytest.param(_with_kwargs(num_splits=0), "num_splits must be an int >= 1", id="num-splits-0"),
+    pytest.param(
+        _with_kwargs(window=lambda d: per_head_window([4, 4, 4], d)),
+        "window has heads 3 but k_cache has 2",
+        id="window-heads",
+    ),
+    pytest.param(
+        _with_kwargs(window=lambda d: per_head_window([[4, 4]], d)),
+        "window must have rank 1",
+        id="window-rank2",
+    ),
+    pytest.param(
+        _with_kwargs(window=lambda d: torch.tensor([4, 4], device=d)),
+        "window has dtype torch.int64, expected torch.int32",
+        id="window-int64",
+    ),
+    pytest.param(
+        _with_kwargs(window=lambda d: torch.tensor([4, 4], dtype=torch.int32, device="meta")),
+        "window is on meta but q is on",
+        id="window-device",
+    ),
+    pytest.param(
+        _with_kwargs(window=4.0), "window must be None, an int or an int32 tensor", id="window-float"
+    ),
+    pytest.param(
+        _with_kwargs(window=True), "window must be None, an int or an int32 tensor", id="window-bool"
+    ),
+    pytest.param(_with_kwargs(window=4, sink=-1), "sink must be an int >= 0, got -1", id="sink-negative"),
+    pytest.param(_with_kwargs(window=4, sink=2.0), "sink must be an int >= 0, got 2.0", id="sink-float"),
     pytest.param(
         _with_kwargs(out=lambda d: torch.empty(2, 4, 32, device=d).half()), "out has dtype", id="out-dtype"
     ),
@@ -243,4 +327,22 @@ def test_decode_attention_gpu_realistic(num_splits, dtype):
     q, k_cache, v_cache, seqlens = make_inputs(32, 8, 8192, 128, lengths, dtype=dtype, device="cuda")
     out = run_into_nan(q, k_cache, v_cache, seqlens, num_splits=num_splits)
     ref = attention(q[:, :, None].float(), k_cache.float(), v_cache.float(), kv_lengths=seqlens)[:, :, 0]
+    assert_close(out, ref, rel_tol=GPU_REL_TOL[dtype])
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+@pytest.mark.parametrize("num_splits", [None, 1, 5], ids=["splits-default", "splits1", "splits5"])
+def test_decode_attention_gpu_streaming_heads(num_splits, dtype):
+    """DuoAttention-like cache (8k, H=32, Hkv=8, D=128): half the KV heads stream with 128 sink +
+    256 recent keys, half retrieve; invisible rows hold NaN. Against a float32 GPU reference."""
+    generator = torch.Generator().manual_seed(0)
+    lengths = [1, 8192, 4097, 300] + torch.randint(1, 8193, (4,), generator=generator).tolist()
+    q, k_cache, v_cache, seqlens = make_inputs(32, 8, 8192, 128, lengths, dtype=dtype, device="cuda")
+    window = per_head_window([256, 0, 256, 0, 256, -1, 256, 0], "cuda")
+    k_poisoned, v_poisoned = poison_invisible(k_cache, v_cache, seqlens, window, 128)
+    out = run_into_nan(q, k_poisoned, v_poisoned, seqlens, window=window, sink=128, num_splits=num_splits)
+    ref = attention(
+        q[:, :, None].float(), k_cache.float(), v_cache.float(), kv_lengths=seqlens, window=window, sink=128
+    )[:, :, 0]
     assert_close(out, ref, rel_tol=GPU_REL_TOL[dtype])

@@ -1,5 +1,6 @@
 """flash_attention against the float64 reference: lengths off the block grid, GQA ratios, causal
-alignment, head dims, scale, strides, dtypes, and input validation."""
+alignment, head dims (also d_qk != d_v, MLA prefill), scale, strides, dtypes, the log-sum-exp
+output, and input validation. Windows, sinks and Cog weighting: test_flash_attention_masks.py."""
 
 import pytest
 import torch
@@ -15,16 +16,22 @@ FP32_REL_TOL = 1e-5
 # and 1 or 3 splits: fp16 <= 2.9e-4, bf16 <= 5.6e-3.
 # (The interpreter truncates fp32 -> bf16 where a GPU rounds to nearest, so bf16 reads high here.)
 HALF_REL_TOL = {torch.float16: 5e-4, torch.bfloat16: 8e-3}
+# lse stays fp32 from scores of the rounded inputs: measured <= 7e-8 in fp16 and bf16 (interpreter,
+# 3 seeds, with and without windows).
+HALF_LSE_REL_TOL = 1e-6
 # Not yet measured on a GPU: DESIGN.md §4's typical bounds until a GPU session records real numbers.
 GPU_REL_TOL = {torch.float16: 2e-3, torch.bfloat16: 1.5e-2}
+GPU_LSE_REL_TOL = 1e-5  # fp32 sums and the GPU's approximate exp2, not yet measured
 
 
-def make_inputs(batch, n_q_heads, n_kv_heads, n_q, n_k, head_dim, *, dtype, device, seed=0):
-    """q [B, Hq, Nq, D], k, v [B, Hkv, Nk, D], standard normal, contiguous."""
+def make_inputs(batch, n_q_heads, n_kv_heads, n_q, n_k, head_dim, *, head_dim_v=None, dtype, device, seed=0):
+    """q [B, Hq, Nq, D], k [B, Hkv, Nk, D], v [B, Hkv, Nk, Dv] (Dv = D unless given), standard
+    normal, contiguous."""
     generator = torch.Generator().manual_seed(seed)
+    head_dim_v = head_dim if head_dim_v is None else head_dim_v
     q = random_tensor(batch, n_q_heads, n_q, head_dim, dtype=dtype, device=device, generator=generator)
     k = random_tensor(batch, n_kv_heads, n_k, head_dim, dtype=dtype, device=device, generator=generator)
-    v = random_tensor(batch, n_kv_heads, n_k, head_dim, dtype=dtype, device=device, generator=generator)
+    v = random_tensor(batch, n_kv_heads, n_k, head_dim_v, dtype=dtype, device=device, generator=generator)
     return q, k, v
 
 
@@ -34,12 +41,22 @@ def reference(q, k, v, **kwargs):
 
 
 def run_into_nan(q, k, v, out=None, **kwargs):
-    """flash_attention writing into an output pre-filled with NaN, so an unwritten tile fails."""
+    """flash_attention writing into an output [B, Hq, Nq, Dv] pre-filled with NaN, so an unwritten
+    tile fails. Returns what flash_attention returns: out, or (out, lse) with return_lse."""
     if out is None:
-        out = torch.full(q.shape, float("nan"), dtype=q.dtype, device=q.device)
+        out = torch.full((*q.shape[:3], v.shape[3]), float("nan"), dtype=q.dtype, device=q.device)
     result = flash_attention(q, k, v, out=out, **kwargs)
-    assert result is out
-    return out
+    assert (result[0] if kwargs.get("return_lse") else result) is out
+    return result
+
+
+def assert_lse_close(lse, ref_lse, *, rel_tol):
+    """float32 [B, Hq, Nq]; -inf exactly where the reference has it (rows without keys), the
+    finite rest within rel_tol."""
+    assert lse.dtype == torch.float32 and lse.shape == ref_lse.shape
+    no_key = ref_lse == float("-inf")
+    assert torch.equal(lse.cpu() == float("-inf"), no_key), "lse: -inf rows differ from the reference"
+    assert_close(lse.cpu()[~no_key], ref_lse[~no_key], rel_tol=rel_tol, name="lse")
 
 
 # (batch, Hq, Hkv, Nq, Nk, head_dim, causal). Interpreted tiles are 32 queries × 16 keys.
@@ -68,6 +85,53 @@ def test_flash_attention_fp32_matches_reference(shape, device):
     )
     out = run_into_nan(q, k, v, causal=causal)
     assert_close(out, reference(q, k, v, causal=causal), rel_tol=FP32_REL_TOL)
+
+
+# (batch, Hq, Hkv, Nq, Nk, d_qk, d_v, causal): q and k share d_qk, v and the output have d_v.
+SPLIT_HEAD_DIM_SHAPES = [
+    pytest.param((2, 4, 2, 37, 50, 192, 128, True), id="gqa2-causal-mla-dqk192-dv128-b2"),
+    pytest.param((1, 4, 1, 33, 20, 48, 80, False), id="mqa4-full-dqk48-dv80"),
+    pytest.param((1, 6, 2, 21, 45, 24, 16, True), id="gqa3-causal-dqk24-dv16"),
+    pytest.param((1, 2, 2, 40, 40, 16, 256, True), id="mha-causal-dqk16-dv256"),
+]
+
+
+@pytest.mark.parametrize("shape", SPLIT_HEAD_DIM_SHAPES)
+def test_flash_attention_split_head_dims_fp32(shape, device):
+    batch, n_q_heads, n_kv_heads, n_q, n_k, head_dim, head_dim_v, causal = shape
+    q, k, v = make_inputs(
+        batch, n_q_heads, n_kv_heads, n_q, n_k, head_dim,
+        head_dim_v=head_dim_v, dtype=torch.float32, device=device,
+    )  # fmt: skip
+    out = run_into_nan(q, k, v, causal=causal)
+    assert out.shape == (batch, n_q_heads, n_q, head_dim_v)
+    assert_close(out, reference(q, k, v, causal=causal), rel_tol=FP32_REL_TOL)
+
+
+# (batch, Hq, Hkv, Nq, Nk, d_qk, d_v), keyword arguments
+LSE_CASES = [
+    pytest.param((2, 4, 2, 37, 50, 32, 32), {"causal": True}, id="gqa2-causal-nq<nk-b2"),
+    pytest.param((1, 2, 1, 40, 10, 32, 32), {"causal": True}, id="mqa2-causal-rows-without-keys"),
+    pytest.param((1, 2, 2, 37, 37, 48, 48), {"causal": False, "scale": 0.3}, id="mha-full-scale0.3"),
+    pytest.param((1, 4, 1, 33, 45, 40, 24), {"causal": True}, id="mqa4-causal-dqk40-dv24"),
+]
+
+
+@pytest.mark.parametrize("shape, kwargs", LSE_CASES)
+def test_flash_attention_lse_fp32(shape, kwargs, device):
+    """lse is the natural-log logsumexp of the scaled scores over the visible keys (-inf for a row
+    that sees none), and asking for it leaves the output bit for bit as it was."""
+    batch, n_q_heads, n_kv_heads, n_q, n_k, head_dim, head_dim_v = shape
+    q, k, v = make_inputs(
+        batch, n_q_heads, n_kv_heads, n_q, n_k, head_dim,
+        head_dim_v=head_dim_v, dtype=torch.float32, device=device,
+    )  # fmt: skip
+    out, lse = run_into_nan(q, k, v, return_lse=True, **kwargs)
+    ref_out, ref_lse = reference(q, k, v, return_lse=True, **kwargs)
+    assert lse.shape == (batch, n_q_heads, n_q) and lse.device == q.device
+    assert_close(out, ref_out, rel_tol=FP32_REL_TOL)
+    assert_lse_close(lse, ref_lse, rel_tol=FP32_REL_TOL)
+    assert torch.equal(out, run_into_nan(q, k, v, **kwargs))
 
 
 def test_flash_attention_causal_diagonal_at_every_key_offset(device):
@@ -119,18 +183,23 @@ def test_flash_attention_allocates_output_when_not_given(device):
 
 
 HALF_SHAPES = [
-    pytest.param((2, 4, 2, 50, 37, 64, False), id="gqa2-full-b2"),
-    pytest.param((1, 8, 2, 37, 100, 48, True), id="gqa4-causal-nq<nk-d48"),
+    pytest.param((2, 4, 2, 50, 37, 64, 64, False), id="gqa2-full-b2"),
+    pytest.param((1, 8, 2, 37, 100, 48, 48, True), id="gqa4-causal-nq<nk-d48"),
+    pytest.param((1, 4, 4, 40, 40, 192, 128, True), id="mha-causal-mla-dqk192-dv128"),
 ]
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
 @pytest.mark.parametrize("shape", HALF_SHAPES)
 def test_flash_attention_half_precision(shape, dtype, device):
-    batch, n_q_heads, n_kv_heads, n_q, n_k, head_dim, causal = shape
-    q, k, v = make_inputs(batch, n_q_heads, n_kv_heads, n_q, n_k, head_dim, dtype=dtype, device=device)
-    out = run_into_nan(q, k, v, causal=causal)
-    assert_close(out, reference(q, k, v, causal=causal), rel_tol=HALF_REL_TOL[dtype])
+    batch, n_q_heads, n_kv_heads, n_q, n_k, head_dim, head_dim_v, causal = shape
+    q, k, v = make_inputs(
+        batch, n_q_heads, n_kv_heads, n_q, n_k, head_dim, head_dim_v=head_dim_v, dtype=dtype, device=device
+    )
+    out, lse = run_into_nan(q, k, v, causal=causal, return_lse=True)
+    ref_out, ref_lse = reference(q, k, v, causal=causal, return_lse=True)
+    assert_close(out, ref_out, rel_tol=HALF_REL_TOL[dtype])
+    assert_lse_close(lse, ref_lse, rel_tol=HALF_LSE_REL_TOL)
 
 
 def _valid(device, dtype=torch.float32):
@@ -206,6 +275,62 @@ INVALID = [
         _with_kwargs(out=lambda d: torch.empty(1, 4, 8, 32, device=d).half()), "out has dtype", id="out-dtype"
     ),
     pytest.param(_with_kwargs(scale=float("nan")), "scale must be a finite float", id="scale-nan"),
+    pytest.param(
+        _replace(2, lambda d: torch.randn(1, 2, 8, 8, device=d)), "v has head_dim 8, outside", id="dv-8"
+    ),
+    pytest.param(
+        _replace(2, lambda d: torch.randn(1, 2, 8, 264, device=d)), "v has head_dim 264, outside", id="dv-264"
+    ),
+    pytest.param(
+        lambda d: (
+            make_inputs(1, 2, 2, 8, 8, 32, head_dim_v=48, dtype=torch.float32, device=d),
+            {"out": torch.empty(1, 2, 8, 32, device=d)},
+        ),
+        r"out has shape \(1, 2, 8, 32\), expected \(1, 2, 8, 48\)",
+        id="out-shape-not-dv",
+    ),
+    pytest.param(_with_kwargs(window=4), "window requires causal=True", id="window-without-causal"),
+    pytest.param(
+        _with_kwargs(causal=True, window=lambda d: torch.full((3,), 4, dtype=torch.int32, device=d)),
+        "window has heads 3 but k has 2",
+        id="window-shape",
+    ),
+    pytest.param(
+        _with_kwargs(causal=True, window=lambda d: torch.full((2,), 4, dtype=torch.int64, device=d)),
+        "window has dtype torch.int64, expected torch.int32",
+        id="window-int64",
+    ),
+    pytest.param(
+        _with_kwargs(causal=True, window=lambda d: torch.full((2,), 4, dtype=torch.int32, device="meta")),
+        "window is on meta but q is on",
+        id="window-device",
+    ),
+    pytest.param(
+        _with_kwargs(causal=True, window=4.0),
+        "window must be None, an int or an int32 tensor",
+        id="window-float",
+    ),
+    pytest.param(
+        _with_kwargs(causal=True, window=4, sink=-1), "sink must be an int >= 0", id="sink-negative"
+    ),
+    pytest.param(
+        _with_kwargs(causal=True, window=lambda d: torch.full((2, 1), 4, dtype=torch.int32, device=d)),
+        "window must have rank 1",
+        id="window-rank2",
+    ),
+    pytest.param(
+        _with_kwargs(causal=True, window=True),
+        "window must be None, an int or an int32 tensor",
+        id="window-bool",
+    ),
+    pytest.param(
+        _with_kwargs(weighting="relu"), "weighting must be one of softmax, cog", id="weighting-relu"
+    ),
+    pytest.param(
+        _with_kwargs(weighting="cog", return_lse=True),
+        "return_lse needs weighting='softmax'",
+        id="lse-with-cog",
+    ),
 ]
 
 
@@ -232,3 +357,26 @@ def test_flash_attention_gpu_realistic(n_q, n_k, causal, dtype):
     out = run_into_nan(q, k, v, causal=causal)
     ref = attention(q.float(), k.float(), v.float(), causal=causal, query_chunk=256)
     assert_close(out, ref, rel_tol=GPU_REL_TOL[dtype])
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+@pytest.mark.parametrize(
+    "n_kv_heads, head_dim, head_dim_v",
+    [
+        pytest.param(16, 192, 128, id="mla-prefill-dqk192-dv128"),
+        pytest.param(4, 128, 128, id="gqa4-d128"),
+    ],
+)
+def test_flash_attention_gpu_lse(n_kv_heads, head_dim, head_dim_v, dtype):
+    """Compiled kernel with return_lse (what the backward reads) at 16 query heads, 2k causal,
+    against a float32 GPU reference."""
+    q, k, v = make_inputs(
+        2, 16, n_kv_heads, 2048, 2048, head_dim, head_dim_v=head_dim_v, dtype=dtype, device="cuda"
+    )
+    out, lse = run_into_nan(q, k, v, causal=True, return_lse=True)
+    ref_out, ref_lse = attention(
+        q.float(), k.float(), v.float(), causal=True, query_chunk=256, return_lse=True
+    )
+    assert_close(out, ref_out, rel_tol=GPU_REL_TOL[dtype])
+    assert_lse_close(lse, ref_lse.cpu(), rel_tol=GPU_LSE_REL_TOL)

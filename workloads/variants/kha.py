@@ -48,9 +48,10 @@ class KnockingHeadsAttention(Variant):
     kv_heads = "axis"
     implementations = {
         (backend, phase): make(backend)
-        for backend in ("torch-ref", "torch-sdpa")
+        for backend in ("torch-ref", "torch-sdpa", "triton")
         for phase, make in (("prefill", _prefill), ("decode", _decode))
     }
+    train_backends = ("torch-ref", "torch-sdpa", "triton")
 
     def input_specs(self, trial: Trial) -> list[InputSpec]:
         d = trial.head_dim

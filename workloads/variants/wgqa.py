@@ -22,6 +22,7 @@ from workloads.variants.base import Cost, InputSpec, TokenInput, Variant, Weight
 from workloads.variants.gqa import GroupedQueryAttention, grouped_attention_cost, qkv_specs
 from workloads.variants.routing import with_extra
 
+BACKENDS = ("torch-ref", "torch-sdpa", "triton")
 Implementation = Callable[[Trial, dict[str, torch.Tensor]], torch.Tensor]
 
 
@@ -49,12 +50,13 @@ class WeightedGroupedQueryAttention(Variant):
     summary = "weighted GQA: K/V heads pooled per group with learned weights (fold into W_K/W_V at inference)"
     kv_heads = "axis"
     implementations = {
-        **{(backend, "prefill"): _prefill(backend) for backend in ("torch-ref", "torch-sdpa")},
+        **{(backend, "prefill"): _prefill(backend) for backend in BACKENDS},
         **{
             (backend, "decode"): GroupedQueryAttention.implementations[(backend, "decode")]
-            for backend in ("torch-ref", "torch-sdpa")
+            for backend in BACKENDS
         },
     }
+    train_backends = BACKENDS
 
     def input_specs(self, trial: Trial) -> list[InputSpec]:
         if trial.phase == "decode":

@@ -12,7 +12,7 @@ from workloads.variants.layer import build_layer
 @pytest.mark.parametrize("backend,phase", cases.offered_cases("wgqa"))
 @pytest.mark.parametrize("n_kv_heads", [1, 2, 4], ids=["mqa", "gqa2", "mha"])
 def test_matches_reference(backend, phase, n_kv_heads):
-    trial = cases.make_trial("wgqa", backend=backend, phase=phase, n_kv_heads=n_kv_heads, head_dim=12)
+    trial = cases.make_trial("wgqa", backend=backend, phase=phase, n_kv_heads=n_kv_heads, head_dim=20)
     cases.assert_phase_matches_reference(trial)
 
 

@@ -1,0 +1,329 @@
+"""flash_attention_backward and flash_attention_with_grad against autograd through the float64
+reference: dq, dk, dv by name, over lengths off the block grid, GQA ratios and MQA, causal alignment
+(Nq != Nk, rows that see no key), separate query/key and value head dims, scale, strides, dtypes,
+and input validation."""
+
+import pytest
+import torch
+
+from kernels.flash_attention.backward import (
+    backward_block_config,
+    flash_attention_backward,
+    flash_attention_with_grad,
+)
+from tests.helpers import assert_close, random_tensor
+from tests.kernels.invalid_inputs import replacing, with_kwargs
+from workloads.reference import attention
+
+FP32_REL_TOL = 1e-5
+# Measured under the interpreter over every shape of this file in fp16 and bf16, 3 seeds, kernel alone
+# and end to end:
+# fp16 <= 3.6e-4, bf16 <= 7.4e-3 (bf16 reads high here: the interpreter truncates fp32 -> bf16).
+HALF_REL_TOL = {torch.float16: 5e-4, torch.bfloat16: 1e-2}
+# Not yet measured on a GPU: the forward's bounds (DESIGN.md §4) until a GPU session records real numbers.
+GPU_REL_TOL = {torch.float16: 2e-3, torch.bfloat16: 1.5e-2}
+GRAD_NAMES = ("dq", "dk", "dv")
+
+
+def make_inputs(batch, n_q_heads, n_kv_heads, n_q, n_k, head_dim_qk, head_dim_v, *, dtype, device, seed=0):
+    """q [B, Hq, Nq, Dqk], k [B, Hkv, Nk, Dqk], v [B, Hkv, Nk, Dv], grad_out [B, Hq, Nq, Dv]."""
+    generator = torch.Generator().manual_seed(seed)
+
+    def draw(*shape):
+        return random_tensor(*shape, dtype=dtype, device=device, generator=generator)
+
+    q = draw(batch, n_q_heads, n_q, head_dim_qk)
+    k = draw(batch, n_kv_heads, n_k, head_dim_qk)
+    v = draw(batch, n_kv_heads, n_k, head_dim_v)
+    grad_out = draw(batch, n_q_heads, n_q, head_dim_v)
+    return q, k, v, grad_out
+
+
+def reference(q, k, v, grad_out, **kwargs):
+    """Float64 CPU autograd through the reference on the very values the kernel saw:
+    (out, lse, {"dq": .., "dk": .., "dv": ..})."""
+    q64, k64, v64 = (t.detach().cpu().double().requires_grad_() for t in (q, k, v))
+    out, lse = attention(q64, k64, v64, return_lse=True, **kwargs)
+    grads = torch.autograd.grad(out, (q64, k64, v64), grad_out.detach().cpu().double())
+    return out.detach(), lse.detach(), dict(zip(GRAD_NAMES, grads, strict=True))
+
+
+def assert_grads_close(grads, expected, *, rel_tol, label=""):
+    for name in GRAD_NAMES:
+        assert_close(grads[name], expected[name], rel_tol=rel_tol, name=f"{name} {label}".strip())
+
+
+def run_backward_into_nan(q, k, v, grad_out, **kwargs):
+    """flash_attention_backward with the reference's out and lse, writing into gradient buffers
+    pre-filled with NaN so an unwritten tile fails: (grads, expected grads)."""
+    out, lse, expected = reference(q, k, v, grad_out, **kwargs)
+    buffers = {name: torch.full_like(t, float("nan")) for name, t in zip(GRAD_NAMES, (q, k, v), strict=True)}
+    result = flash_attention_backward(
+        grad_out,
+        q,
+        k,
+        v,
+        out.to(device=q.device, dtype=q.dtype),
+        lse.to(device=q.device, dtype=torch.float32),
+        **kwargs,
+        **buffers,
+    )
+    assert all(r is buffers[name] for name, r in zip(GRAD_NAMES, result, strict=True))
+    return buffers, expected
+
+
+def grads_with_autograd(q, k, v, grad_out, **kwargs):
+    """End to end: forward kernel + backward kernels through flash_attention_with_grad."""
+    leaves = [t.detach().clone().requires_grad_() for t in (q, k, v)]
+    out = flash_attention_with_grad(*leaves, **kwargs)
+    out.backward(grad_out)
+    return out, dict(zip(GRAD_NAMES, (t.grad for t in leaves), strict=True))
+
+
+# (batch, Hq, Hkv, Nq, Nk, Dqk, Dv, causal). Interpreted tiles: dK/dV 32 keys × 16 queries,
+# dQ 32 queries × 16 keys.
+FP32_SHAPES = [
+    pytest.param((1, 2, 2, 37, 37, 32, 32, False), id="mha-full-n37"),
+    pytest.param((2, 2, 2, 50, 50, 32, 32, True), id="mha-causal-nq=nk-b2"),
+    pytest.param((1, 4, 2, 37, 70, 32, 24, True), id="gqa2-causal-nq<nk-dv24"),
+    pytest.param((1, 8, 2, 45, 29, 24, 24, False), id="gqa4-full-nq>nk-d24"),
+    pytest.param((1, 4, 1, 50, 20, 16, 48, True), id="mqa4-causal-nq>nk-rows-without-keys"),
+    pytest.param((1, 3, 1, 17, 45, 80, 80, False), id="mqa3-full-d80"),
+    pytest.param((2, 4, 2, 33, 33, 48, 32, True), id="gqa2-causal-b2-dqk48-dv32"),
+    pytest.param((1, 2, 1, 19, 40, 192, 128, True), id="mla-like-causal-dqk192-dv128"),
+    pytest.param((1, 1, 1, 21, 40, 256, 256, False), id="mha-full-d256"),
+    pytest.param((1, 2, 2, 1, 50, 64, 64, True), id="mha-causal-nq1"),
+    pytest.param((2, 2, 1, 64, 64, 16, 16, False), id="mqa2-full-block-multiples"),
+]
+
+
+@pytest.mark.parametrize("shape", FP32_SHAPES)
+def test_flash_attention_backward_fp32_matches_reference(shape, device):
+    batch, n_q_heads, n_kv_heads, n_q, n_k, head_dim_qk, head_dim_v, causal = shape
+    inputs = make_inputs(
+        batch, n_q_heads, n_kv_heads, n_q, n_k, head_dim_qk, head_dim_v, dtype=torch.float32, device=device
+    )
+    grads, expected = run_backward_into_nan(*inputs, causal=causal)
+    assert_grads_close(grads, expected, rel_tol=FP32_REL_TOL)
+
+
+def test_flash_attention_backward_causal_diagonal_at_every_key_offset(device):
+    """Nk - Nq over every residue of the blocks the diagonal cuts (dQ's key blocks, dK/dV's query
+    blocks; the other sides are multiples of them) and both signs, so the diagonal starts and ends
+    at each position inside a block: catches off-by-one loop bounds and mask splits."""
+    blocks = backward_block_config(16, 16, torch.float32)
+    period = max(blocks.dkdv_block_m, blocks.dq_block_n)
+    assert blocks.dkdv_block_n % period == 0 and blocks.dq_block_m % period == 0
+    n_q = blocks.dq_block_m + 3
+    for n_k in range(n_q - period // 2, n_q + period // 2 + 1):
+        inputs = make_inputs(1, 2, 1, n_q, n_k, 16, 16, dtype=torch.float32, device=device, seed=n_k)
+        grads, expected = run_backward_into_nan(*inputs, causal=True)
+        assert_grads_close(grads, expected, rel_tol=FP32_REL_TOL, label=f"Nq={n_q} Nk={n_k}")
+
+
+def test_flash_attention_backward_rows_without_keys_get_zero_dq(device):
+    """Causal with Nq > Nk: the first Nq - Nk queries see no key (lse = -inf): dq is exactly 0 and
+    they add nothing to dk, dv."""
+    inputs = make_inputs(1, 2, 1, 40, 10, 32, 32, dtype=torch.float32, device=device)
+    grads, expected = run_backward_into_nan(*inputs, causal=True)
+    assert torch.all(grads["dq"][:, :, :30] == 0)
+    assert_grads_close(grads, expected, rel_tol=FP32_REL_TOL)
+
+
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+def test_flash_attention_backward_custom_scale(causal, device):
+    inputs = make_inputs(1, 4, 2, 37, 50, 48, 48, dtype=torch.float32, device=device)
+    grads, expected = run_backward_into_nan(*inputs, causal=causal, scale=0.3)
+    assert_grads_close(grads, expected, rel_tol=FP32_REL_TOL)
+
+
+def test_flash_attention_backward_non_contiguous_inputs_and_gradients(device):
+    """q, grad_out and the gradient buffers as [B, N, H, D] transposed, k as head-dim slices of
+    wider rows, out contiguous: every kernel reads and writes through strides."""
+    batch, n_q_heads, n_kv_heads, n_q, n_k, head_dim_qk, head_dim_v = 2, 4, 2, 37, 50, 32, 24
+    generator = torch.Generator().manual_seed(1)
+
+    def transposed(*shape):  # [B, N, H, D] storage seen as [B, H, N, D]
+        return random_tensor(*shape, device=device, generator=generator).transpose(1, 2)
+
+    q = transposed(batch, n_q, n_q_heads, head_dim_qk)
+    k = random_tensor(batch, n_kv_heads, n_k, 2 * head_dim_qk, device=device, generator=generator)[
+        ..., :head_dim_qk
+    ]
+    v = transposed(batch, n_k, n_kv_heads, head_dim_v)
+    grad_out = transposed(batch, n_q, n_q_heads, head_dim_v)
+    buffers = {
+        name: torch.full(t.transpose(1, 2).shape, float("nan"), device=device).transpose(1, 2)
+        for name, t in zip(GRAD_NAMES, (q, k, v), strict=True)
+    }
+    assert not any(t.is_contiguous() for t in (q, k, v, grad_out, *buffers.values()))
+    out, lse, expected = reference(q, k, v, grad_out, causal=True)
+    flash_attention_backward(grad_out, q, k, v, out.float(), lse.float(), causal=True, **buffers)
+    assert_grads_close(buffers, expected, rel_tol=FP32_REL_TOL)
+
+
+# End to end: (batch, Hq, Hkv, Nq, Nk, Dqk, Dv, causal), the forward kernel's out and lse.
+AUTOGRAD_SHAPES = [
+    pytest.param((2, 4, 2, 37, 29, 32, 32, True), id="gqa2-causal-nq>nk-b2"),
+    pytest.param((1, 4, 1, 33, 50, 40, 24, False), id="mqa4-full-dqk40-dv24"),
+    pytest.param((1, 4, 4, 45, 45, 24, 24, True), id="mha-causal-d24"),
+]
+
+
+@pytest.mark.parametrize("shape", AUTOGRAD_SHAPES)
+def test_flash_attention_with_grad_fp32_matches_reference(shape, device):
+    batch, n_q_heads, n_kv_heads, n_q, n_k, head_dim_qk, head_dim_v, causal = shape
+    q, k, v, grad_out = make_inputs(
+        batch, n_q_heads, n_kv_heads, n_q, n_k, head_dim_qk, head_dim_v, dtype=torch.float32, device=device
+    )
+    out, grads = grads_with_autograd(q, k, v, grad_out, causal=causal)
+    ref_out, _, expected = reference(q, k, v, grad_out, causal=causal)
+    assert_close(out, ref_out, rel_tol=FP32_REL_TOL, name="out")
+    assert_grads_close(grads, expected, rel_tol=FP32_REL_TOL)
+
+
+def test_flash_attention_with_grad_sum_loss_and_partial_requires_grad(device):
+    """loss = out.sum() hands the backward a stride-0 (expanded) grad_out; only k needs a
+    gradient; a custom scale reaches both passes."""
+    q, k, v, _ = make_inputs(1, 4, 2, 37, 41, 32, 32, dtype=torch.float32, device=device)
+    k_leaf = k.clone().requires_grad_()
+    flash_attention_with_grad(q, k_leaf, v, causal=True, scale=0.25).sum().backward()
+    _, _, expected = reference(q, k, v, torch.ones(1, 4, 37, 32), causal=True, scale=0.25)
+    assert_close(k_leaf.grad, expected["dk"], rel_tol=FP32_REL_TOL, name="dk")
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+@pytest.mark.parametrize(
+    "shape",
+    [
+        pytest.param((2, 4, 2, 37, 29, 64, 64, False), id="gqa2-full-b2"),
+        pytest.param((1, 4, 1, 37, 50, 48, 32, True), id="mqa4-causal-nq<nk-dqk48-dv32"),
+    ],
+)
+def test_flash_attention_backward_half_precision(shape, dtype, device):
+    """Kernel alone (reference out and lse) and end to end (the forward's), in the input dtype."""
+    batch, n_q_heads, n_kv_heads, n_q, n_k, head_dim_qk, head_dim_v, causal = shape
+    inputs = make_inputs(
+        batch, n_q_heads, n_kv_heads, n_q, n_k, head_dim_qk, head_dim_v, dtype=dtype, device=device
+    )
+    grads, expected = run_backward_into_nan(*inputs, causal=causal)
+    assert all(grads[name].dtype == dtype for name in GRAD_NAMES)
+    assert_grads_close(grads, expected, rel_tol=HALF_REL_TOL[dtype], label="kernel")
+    _, grads = grads_with_autograd(*inputs, causal=causal)
+    assert all(grads[name].dtype == dtype for name in GRAD_NAMES)
+    assert_grads_close(grads, expected, rel_tol=HALF_REL_TOL[dtype], label="autograd")
+
+
+def _valid(device, dtype=torch.float32):
+    """(grad_out, q, k, v, out, lse) for Hq = 4, Hkv = 2, Nq = Nk = 8, Dqk = 32, Dv = 16."""
+    q, k, v, grad_out = make_inputs(1, 4, 2, 8, 8, 32, 16, dtype=dtype, device=device)
+    out = torch.zeros_like(grad_out)
+    lse = torch.zeros(1, 4, 8, device=device)
+    return grad_out, q, k, v, out, lse
+
+
+def _replace(index, tensor_fn):
+    """Valid inputs with grad_out, q, k, v, out or lse (index 0..5) replaced by tensor_fn(device)."""
+    return replacing(_valid, index, tensor_fn)
+
+
+def _with_kwargs(**kwargs):
+    return with_kwargs(_valid, **kwargs)
+
+
+INVALID = [
+    pytest.param(_replace(1, lambda d: torch.randn(4, 8, 32, device=d)), "q must have rank 4", id="q-rank3"),
+    pytest.param(
+        _replace(2, lambda d: torch.randn(1, 2, 8, 16, device=d)),
+        "k has head_dim 16 but q has 32",
+        id="k-head-dim",
+    ),
+    pytest.param(
+        _replace(3, lambda d: torch.randn(1, 2, 9, 16, device=d)),
+        "v has seq_len 9 but k has 8",
+        id="v-seq-len",
+    ),
+    pytest.param(
+        _replace(1, lambda d: torch.randn(1, 3, 8, 32, device=d)),
+        "q has 3 heads, not a multiple",
+        id="hq-not-multiple",
+    ),
+    pytest.param(
+        _replace(3, lambda d: torch.randn(1, 2, 8, 8, device=d)),
+        "v has head_dim 8, outside",
+        id="dv-too-small",
+    ),
+    pytest.param(
+        _replace(4, lambda d: torch.randn(1, 4, 8, 32, device=d)),
+        r"out has shape \(1, 4, 8, 32\), expected \(1, 4, 8, 16\)",
+        id="out-head-dim-not-dv",
+    ),
+    pytest.param(
+        _replace(0, lambda d: torch.randn(1, 4, 7, 16, device=d)), "grad_out has shape", id="grad-out-seq-len"
+    ),
+    pytest.param(
+        _replace(5, lambda d: torch.zeros(1, 4, 8, 1, device=d)), "lse must have rank 3", id="lse-rank"
+    ),
+    pytest.param(_replace(5, lambda d: torch.zeros(1, 2, 8, device=d)), "lse has shape", id="lse-heads"),
+    pytest.param(
+        _replace(5, lambda d: torch.zeros(1, 4, 8, device=d, dtype=torch.float64)),
+        "lse has dtype torch.float64, expected torch.float32",
+        id="lse-float64",
+    ),
+    pytest.param(
+        _replace(0, lambda d: torch.randn(1, 4, 8, 16, device=d).half()),
+        "grad_out has dtype torch.float16 but q has torch.float32",
+        id="grad-out-dtype",
+    ),
+    pytest.param(
+        _replace(4, lambda d: torch.randn(1, 4, 8, 16, device="meta")),
+        "out is on meta but q is on",
+        id="out-device",
+    ),
+    pytest.param(
+        lambda d: (_valid(d, torch.float64), {}), "q has dtype torch.float64, expected one of", id="float64"
+    ),
+    pytest.param(_with_kwargs(scale=float("inf")), "scale must be a finite float", id="scale-inf"),
+    pytest.param(
+        _with_kwargs(dk=lambda d: torch.empty(1, 2, 8, 16, device=d)), "dk has shape", id="dk-buffer-shape"
+    ),
+    pytest.param(
+        _with_kwargs(dv=lambda d: torch.empty(1, 2, 8, 16, device=d).half()),
+        "dv has dtype torch.float16 but q has torch.float32",
+        id="dv-buffer-dtype",
+    ),
+]
+
+
+@pytest.mark.parametrize("build, message", INVALID)
+def test_flash_attention_backward_rejects_invalid_input(build, message, device):
+    tensors, kwargs = build(device)
+    with pytest.raises(ValueError, match=message):
+        flash_attention_backward(*tensors, **kwargs)
+
+
+def test_flash_attention_with_grad_validates_through_the_forward(device):
+    q, k, v, _ = make_inputs(1, 3, 2, 8, 8, 32, 32, dtype=torch.float32, device=device)
+    with pytest.raises(ValueError, match="q has 3 heads, not a multiple"):
+        flash_attention_with_grad(q, k, v)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+@pytest.mark.parametrize(
+    "n_q, n_k, head_dim_qk, head_dim_v, causal",
+    [
+        pytest.param(2048, 2048, 128, 128, True, id="causal-2k-d128"),
+        pytest.param(1000, 3000, 128, 128, True, id="causal-nq<nk-d128"),
+        pytest.param(2048, 2048, 64, 64, False, id="full-2k-d64"),
+        pytest.param(1024, 1024, 192, 128, True, id="mla-prefill-dqk192-dv128"),
+    ],
+)
+def test_flash_attention_with_grad_gpu_realistic(n_q, n_k, head_dim_qk, head_dim_v, causal, dtype):
+    """Compiled kernels at training shapes (H=16, Hkv=4) against float32 GPU autograd of the reference."""
+    q, k, v, grad_out = make_inputs(2, 16, 4, n_q, n_k, head_dim_qk, head_dim_v, dtype=dtype, device="cuda")
+    _, grads = grads_with_autograd(q, k, v, grad_out, causal=causal)
+    leaves = [t.float().requires_grad_() for t in (q, k, v)]
+    ref = attention(*leaves, causal=causal, query_chunk=256)
+    expected = dict(zip(GRAD_NAMES, torch.autograd.grad(ref, leaves, grad_out.float()), strict=True))
+    assert_grads_close(grads, expected, rel_tol=GPU_REL_TOL[dtype])
