@@ -16,7 +16,7 @@ INVALID = [
     ),
     pytest.param(
         ["sweep=nope"],
-        "sweep=nope: no such sweep (available: gpu_table, gqa_heads, smoke)",
+        "sweep=nope: no such sweep (available: gpu_table, gqa_heads, kv_cache, moba_long, moh_heads, smoke, ",
         id="unknown-sweep",
     ),
     pytest.param(
@@ -40,6 +40,16 @@ INVALID = [
         ["sweep.params.gqa.window=4"],
         "sweep.params.gqa.window: unknown parameter of gqa",
         id="unknown-variant-param",
+    ),
+    pytest.param(
+        ["sweep.params.mla.latent_dim=0"],
+        "sweep.params.mla.latent_dim: 0 must be at least 1",
+        id="bad-param-value",
+    ),
+    pytest.param(
+        ["sweep.params.moba.top_k=[2,abc]"],
+        "sweep.params.moba.top_k: 'abc' is not a int",
+        id="bad-param-type",
     ),
     pytest.param(["sweep.backends=[cudnn]"], "sweep.backends: unknown backend 'cudnn'", id="unknown-backend"),
     pytest.param(["sweep.phases=[backward]"], "sweep.phases: unknown phase 'backward'", id="unknown-phase"),

@@ -70,6 +70,29 @@ def test_variant_params_enter_the_trial():
     assert trial.params == "{}"
 
 
+def test_every_variants_defaults_are_in_the_config_and_overridable_without_plus():
+    cfg = load_config(["sweep.variants=[mla]", "sweep.params.mla.latent_dim=256"])
+    assert cfg.sweep.params.moba.block_size == 512 and cfg.sweep.params.mla.rope_dim == 64
+    trial = plan_trials(cfg.sweep).trials[0]
+    assert trial.param_dict == {"latent_dim": 256, "rope_dim": 64}
+
+
+def test_a_list_param_is_an_axis_and_points_it_cannot_describe_are_skipped():
+    overrides = [
+        "sweep.variants=[moh]",
+        "sweep.backends=[torch-ref]",
+        "sweep.phases=[prefill]",
+        "sweep.axes.n_heads=[4]",
+        "sweep.axes.seq_len=[64]",
+        "sweep.params.moh.shared_heads=1",
+        "sweep.params.moh.top_k=[1,3,4]",
+    ]
+    plan = plan_trials(load_config(overrides).sweep)
+    assert sorted(t.param_dict["top_k"] for t in plan.trials) == [1, 3]
+    assert len({t.trial_id for t in plan.trials}) == 2
+    assert plan.skipped == {"moh: n_heads=4 leaves 3 routed heads for top_k=4 (shared_heads=1)": 1}
+
+
 def test_variant_without_valid_point_is_refused():
     with pytest.raises(ConfigError, match=r"sweep.axes.n_kv_heads: no valid point for variant gqa"):
         plan_trials(
