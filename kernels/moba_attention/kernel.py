@@ -3,9 +3,10 @@ only the key blocks its gate selected.
 
 The gate (top-k blocks by ⟨q, mean(K_block)⟩, own block always, future blocks never) is the
 caller's, given as a boolean block mask. On the host, each query tile's selections are merged into
-a compact sorted list of key blocks (FlexAttention's kv_num_blocks / kv_indices); the kernel visits
-only those blocks, in BLOCK_N sub-tiles, masks per query and per key, and merges with an online
-softmax in fp32.
+compact sorted lists of key blocks, as FlexAttention's BlockMask does: full blocks (every query of
+the tile selected them and sees all their keys) and partial ones. The kernel visits only those
+blocks, in BLOCK_N sub-tiles, masks per query and per key in partial blocks only, and merges
+with an online softmax in fp32.
 """
 
 import math
@@ -98,8 +99,9 @@ def _moba_attention_fwd(
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)  # running softmax denominator
     acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)  # running numerator · V
 
-    # Each list is walked as one flat loop over (block, sub-tile) pairs, not as nested loops:
-    # Triton software-pipelines only the K/V loads of a loop that holds no other loop.
+    # Each list is walked as one flat loop over (block, sub-tile) steps rather than a loop per
+    # block: compiled for sm_90 (bf16, D=128, 64×64 tiles), nested loops each carry their own
+    # software-pipeline prologue and spill registers (255 + stack); the flat loops need 185.
     tile = off_b * stride_cb + off_h * stride_ch + pid_m * stride_ct
     list_base = off_b * stride_ib + off_h * stride_ih + pid_m * stride_it
 
@@ -151,8 +153,9 @@ def block_config(head_dim: int, dtype: torch.dtype, block_size: int) -> tuple[in
     capped at the largest power of two <= block_size (at least 16, tl.dot's minimum): a block of
     size S costs ceil(S / BLOCK_N) sub-tiles. A query tile visits the union of its rows'
     selections, so BLOCK_M is 64 rather than flash_attention's 128 for 2-byte types: more tiles,
-    but fewer blocks that only some of a tile's rows selected. Interpreted: small tiles that
-    cross several block edges at test sizes.
+    but fewer blocks that only some of a tile's rows selected. Checked by compiling for sm_90:
+    K/V loads software-pipelined, no register spills, shared memory within an H100's. Interpreted:
+    small tiles that cross several block edges at test sizes.
     """
     if is_interpreted():
         block_m, block_n, num_warps, num_stages = 32, 16, 4, 1
@@ -208,8 +211,8 @@ def tile_block_indices(selection: torch.Tensor, block_size: int, block_m: int) -
     pad_rows = (0, 0, 0, n_tiles * block_m - seq_len)
     tiled = (batch, heads, n_tiles, block_m, n_blocks)
     # Padding rows past the sequence select nothing for "any" and everything for "all".
-    any_selected = F.pad(selection, pad_rows, value=False).view(tiled).any(dim=3)  # [B, H, T, n_blocks]
-    all_selected = F.pad(selection, pad_rows, value=True).view(tiled).all(dim=3)
+    any_selected = F.pad(selection, pad_rows, value=False).reshape(tiled).any(dim=3)  # [B, H, T, n_blocks]
+    all_selected = F.pad(selection, pad_rows, value=True).reshape(tiled).all(dim=3)
     tile_starts = torch.arange(n_tiles, device=selection.device) * block_m  # [T]
     block_ends = (torch.arange(n_blocks, device=selection.device) + 1) * block_size  # [n_blocks]
     # A complete block whose last key is at or before the tile's first query: every query sees all of it.
@@ -242,10 +245,13 @@ def moba_attention(
     written and returned. Returns o [B, Hq, N, D] in q's dtype.
 
     Cost: a query tile (BLOCK_M queries, see `block_config`) visits only the blocks that at least
-    one of its queries selected (`tile_block_indices`, built on the host in O(B·Hq·N·n_blocks)):
-    FLOPs and K/V reads ∝ Σ over tiles of the selected blocks' keys, e.g. about
-    4·B·Hq·N·top_k·block_size·D FLOPs when a tile's queries agree on their top_k blocks, against
-    2·B·Hq·N²·D for causal attention. Sub-tiles that all rows see unmasked skip the masking.
+    one of its queries selected, up to its last query (`tile_block_indices`): FLOPs and K/V reads
+    ∝ Σ over tiles of their selected blocks' keys, e.g. about 4·B·Hq·N·top_k·block_size·D FLOPs
+    when a tile's queries agree on their top_k blocks, against 2·B·Hq·N²·D for causal attention;
+    the less a tile's queries agree, the more blocks its union holds. Full blocks skip the
+    per-element masks. A block is cut into ceil(block_size / BLOCK_N) sub-tiles, so a block size
+    that is not a multiple of BLOCK_N pads each block's last one (below 16, most of each
+    sub-tile is padding). Host-side preparation: O(B·Hq·N·n_blocks) memory and time, never [N, N].
     """
     fn = "moba_attention"
     batch, n_q_heads, seq_len, head_dim, n_kv_heads, _ = check_qkv(fn, q, k, v, self_attention=True)
@@ -277,6 +283,7 @@ def moba_attention(
     # [B, Hq, n_blocks, N] bytes: a tile reads its queries' choices of one block as one contiguous row.
     selection_rows = selection.transpose(2, 3).contiguous().view(torch.uint8)
     grid = (triton.cdiv(seq_len, block_m), batch * n_q_heads)
+    # The full and partial lists share one shape and layout (contiguous), hence one set of strides.
     _moba_attention_fwd[grid](
         q, k, v, selection_rows, lists.full_kv_num_blocks, lists.full_kv_indices,
         lists.kv_num_blocks, lists.kv_indices, out,
