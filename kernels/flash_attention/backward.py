@@ -19,6 +19,7 @@ from typing import NamedTuple
 import torch
 import triton
 import triton.language as tl
+from torch.autograd.function import once_differentiable
 
 from kernels._common import (
     LOG2_E,
@@ -284,38 +285,40 @@ def _attention_bwd_dq(
     tl.store(dq_ptrs, (dq * scale).to(DQ.dtype.element_ty), mask=dq_mask)
 
 
-class BackwardBlocks(NamedTuple):
-    """Tile sizes of one backward: the dK/dV kernel walks BLOCK_M-query blocks against its own
-    BLOCK_N keys, the dQ kernel BLOCK_N-key blocks against its BLOCK_M queries."""
+class KernelTiles(NamedTuple):
+    """One backward kernel's launch: BLOCK_M queries × BLOCK_N keys per step, warps, stages."""
 
-    dkdv_block_m: int
-    dkdv_block_n: int
-    dq_block_m: int
-    dq_block_n: int
+    block_m: int
+    block_n: int
     num_warps: int
     num_stages: int
 
 
-def backward_block_config(head_dim_qk: int, head_dim_v: int, dtype: torch.dtype) -> BackwardBlocks:
-    """Tiles for one backward launch, before any autotuning.
+def backward_block_config(
+    head_dim_qk: int, head_dim_v: int, dtype: torch.dtype
+) -> tuple[KernelTiles, KernelTiles]:
+    """(dK/dV tiles, dQ tiles) for one backward, before any autotuning.
 
-    Each program keeps its own rows fixed (keys for dK/dV, queries for dQ) with two or one fp32
-    accumulators of width D, and streams narrow blocks of the other side: tall × narrow tiles as
-    in FlashAttention-2 and Triton's fused-attention tutorial (32 × 128 and 128 × 32 up to
-    head_dim 128). Interpreted: small, unequal tiles so the test shapes cross several block edges
-    on both sides. Not yet compiled or timed on a GPU: the H100 tuning pass sets these.
+    Each program keeps its own rows (keys for dK/dV, queries for dQ) with fp32 accumulators of
+    width D (two for dK/dV, one for dQ) and streams narrow blocks of the other side, so dK/dV
+    takes tall key blocks × few queries and dQ the mirror image (as FlashAttention-2 and Triton's
+    fused-attention tutorial). Chosen by compiling for sm_90 (causal, GQA 4): no register spills
+    and shared memory within an H100's; the wider head dim picks the row. fp32 ("ieee") dots run
+    on FMA units with operands in registers: small tiles. Not yet timed on a GPU. Interpreted:
+    small, unequal tiles so the test shapes cross several block edges on both sides.
     """
     if is_interpreted():
-        return BackwardBlocks(16, 32, 32, 16, 4, 1)
+        return KernelTiles(16, 32, 4, 1), KernelTiles(32, 16, 4, 1)
     block_d = triton.next_power_of_2(max(head_dim_qk, head_dim_v))
     if dtype == torch.float32:
-        # "ieee" dots run on FMA units with their operands in registers: small tiles.
-        return BackwardBlocks(16, 32, 32, 16, 4, 1) if block_d > 64 else BackwardBlocks(32, 64, 64, 32, 4, 2)
+        if block_d <= 64:
+            return KernelTiles(32, 32, 8, 2), KernelTiles(64, 16, 8, 2)
+        return KernelTiles(16, 32, 8, 1), KernelTiles(32, 16, 8, 1)
     if block_d <= 64:
-        return BackwardBlocks(32, 128, 128, 32, 4, 3)
+        return KernelTiles(32, 128, 8, 3), KernelTiles(128, 32, 4, 3)
     if block_d <= 128:
-        return BackwardBlocks(32, 128, 128, 32, 8, 2)
-    return BackwardBlocks(16, 64, 64, 16, 8, 1)
+        return KernelTiles(16, 128, 8, 3), KernelTiles(128, 32, 8, 3)
+    return KernelTiles(32, 32, 8, 1), KernelTiles(64, 32, 8, 2)
 
 
 def _check_shape(fn: str, name: str, tensor: object, layout: str, expected: tuple[int, ...]) -> None:
@@ -378,7 +381,7 @@ def flash_attention_backward(
     )
 
     scale = 1.0 / math.sqrt(head_dim_qk) if scale is None else float(scale)
-    blocks = backward_block_config(head_dim_qk, head_dim_v, dtype)
+    dkdv_tiles, dq_tiles = backward_block_config(head_dim_qk, head_dim_v, dtype)
     head_dims = {
         "HEAD_DIM_QK": head_dim_qk,
         "HEAD_DIM_V": head_dim_v,
@@ -390,8 +393,6 @@ def flash_attention_backward(
         "CAUSAL": bool(causal),
         "DOT_PRECISION": "ieee" if dtype == torch.float32 else "tf32",
         "UPCAST_DOT": upcast_dot(dtype),
-        "num_warps": blocks.num_warps,
-        "num_stages": blocks.num_stages,
         **head_dims,
     }
 
@@ -405,17 +406,19 @@ def flash_attention_backward(
         HEAD_DIM_V=head_dim_v, BLOCK_M=preprocess_block_m, BLOCK_DV=head_dims["BLOCK_DV"],
     )  # fmt: skip
     input_strides = (*q.stride(), *k.stride(), *v.stride(), *grad_out.stride())
-    _attention_bwd_dkdv[(triton.cdiv(n_k, blocks.dkdv_block_n), batch * n_kv_heads)](
+    _attention_bwd_dkdv[(triton.cdiv(n_k, dkdv_tiles.block_n), batch * n_kv_heads)](
         q, k, v, grad_out, lse2, delta, dk, dv,
         *input_strides, *dk.stride(), *dv.stride(),
         n_q_heads, n_kv_heads, n_q, n_k, scale * LOG2_E, scale,
-        BLOCK_M=blocks.dkdv_block_m, BLOCK_N=blocks.dkdv_block_n, **launch,
+        BLOCK_M=dkdv_tiles.block_m, BLOCK_N=dkdv_tiles.block_n, **launch,
+        num_warps=dkdv_tiles.num_warps, num_stages=dkdv_tiles.num_stages,
     )  # fmt: skip
-    _attention_bwd_dq[(triton.cdiv(n_q, blocks.dq_block_m), batch * n_q_heads)](
+    _attention_bwd_dq[(triton.cdiv(n_q, dq_tiles.block_m), batch * n_q_heads)](
         q, k, v, grad_out, lse2, delta, dq,
         *input_strides, *dq.stride(),
         n_q_heads, n_q, n_k, scale * LOG2_E, scale,
-        BLOCK_M=blocks.dq_block_m, BLOCK_N=blocks.dq_block_n, **launch,
+        BLOCK_M=dq_tiles.block_m, BLOCK_N=dq_tiles.block_n, **launch,
+        num_warps=dq_tiles.num_warps, num_stages=dq_tiles.num_stages,
     )  # fmt: skip
     return dq, dk, dv
 
@@ -433,6 +436,7 @@ class FlashAttentionFunction(torch.autograd.Function):
         return out
 
     @staticmethod
+    @once_differentiable  # the backward kernels have no backward of their own
     def backward(ctx, grad_out):
         q, k, v, out, lse = ctx.saved_tensors
         dq, dk, dv = flash_attention_backward(grad_out, q, k, v, out, lse, causal=ctx.causal, scale=ctx.scale)
