@@ -114,7 +114,7 @@ def _flash_attention_fwd(
     # [BLOCK_M, BLOCK_DQK]
     q = load_tile(q_base, offs_m, offs_dqk, stride_qm, stride_qd, n_q, HEAD_DIM_QK, BLOCK_DQK, True)
 
-    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)  # running max of (|s|) scores, log2
+    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)  # running max of s (|s| for Cog), log2
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)  # running denominator
     acc = tl.zeros([BLOCK_M, BLOCK_DV], dtype=tl.float32)  # running numerator · V
 
@@ -125,8 +125,8 @@ def _flash_attention_fwd(
     full_hi, hi = causal_key_bounds(first_pos, last_pos, n_k, CAUSAL, BLOCK_N)
     window = n_k
     full_lo = 0  # keys [full_lo, full_hi) are visible to every row of the tile: no mask
-    sink_hi = 0
-    gap = 0
+    masked_lo = full_hi  # without a window the masked blocks are the causal edge [full_hi, hi)
+    masked_hi = hi
     if WINDOWED:
         # A window of n_k or more hides nothing (positions are < n_k), nor does one <= 0: both
         # become n_k, which also keeps position - window within int32.
@@ -135,34 +135,36 @@ def _flash_attention_fwd(
         window = tl.where(windowed_head, raw_window, n_k)
         # Sink keys [0, sink_end) in whole blocks (none for a retrieval head), then the recent
         # keys (first_pos - window, last_pos] from the block holding the first, minus any block
-        # the sink already took; the `gap` keys between the two are seen by no row of the tile.
+        # the sink already took; the keys between the two are seen by no row of the tile.
         sink_end = tl.where(windowed_head, tl.minimum(sink, hi), 0)
         sink_hi = tl.cdiv(sink_end, BLOCK_N) * BLOCK_N
         window_lo = tl.maximum((tl.maximum(first_pos - window + 1, 0) // BLOCK_N) * BLOCK_N, sink_hi)
-        gap = window_lo - sink_hi
         # Keys from last_pos - window + 1 on are inside every row's window.
-        full_lo = tl.cdiv(tl.maximum(last_pos - window + 1, 0), BLOCK_N) * BLOCK_N
-        full_lo = tl.maximum(full_lo, window_lo)
-    full_hi = tl.maximum(full_hi, full_lo)
+        full_lo = tl.maximum(tl.cdiv(tl.maximum(last_pos - window + 1, 0), BLOCK_N) * BLOCK_N, window_lo)
+        full_hi = tl.maximum(full_hi, full_lo)
+        # The masked blocks [0, sink_hi), [window_lo, full_lo) and [full_hi, hi) run as one loop
+        # over their concatenation [0, masked_hi); the loop jumps the gaps between them.
+        leading_hi = sink_hi + full_lo - window_lo
+        masked_lo = 0
+        masked_hi = leading_hi + tl.maximum(hi - full_hi, 0)
 
-    # Unrolled at compile time: segment 0 is masked (sink blocks, then the window's leading edge,
-    # counted without the gap), 1 the unmasked middle, 2 the masked causal edge. One loop each keeps
-    # a single pipelined loop per kind of block.
-    for segment in tl.static_range(3):
-        if segment == 0:
-            seg_lo, seg_hi = 0, full_lo - gap
-        elif segment == 1:
-            seg_lo, seg_hi = full_lo, full_hi
+    # One loop per kind of block (unrolled at compile time: unmasked, then masked), as in the
+    # plain kernel: a third pipelined loop would cost registers (spills at 128×64 tiles on sm_90).
+    for masked in tl.static_range(2):
+        if masked:
+            loop_lo, loop_hi = masked_lo, masked_hi
         else:
-            seg_lo, seg_hi = full_hi, hi
-        for start in range(seg_lo, seg_hi, BLOCK_N):
+            loop_lo, loop_hi = full_lo, full_hi
+        for start in range(loop_lo, loop_hi, BLOCK_N):
             start_n = start
-            if WINDOWED and segment == 0:
-                start_n = tl.where(start < sink_hi, start, start + gap)
+            if WINDOWED and masked:
+                # Jump the gaps: sink blocks, then the window's leading edge, then the causal edge.
+                jump = tl.where(start < leading_hi, window_lo - sink_hi, full_hi - leading_hi)
+                start_n = tl.where(start < sink_hi, start, start + jump)
             acc, l_i, m_i = _attend_key_block(
                 acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd,
                 start_n, offs_m, offs_n, offs_dqk, offs_dv, n_k, diag, window, sink, qk_scale,
-                CAUSAL, WINDOWED, COG, segment != 1, HEAD_DIM_QK, BLOCK_DQK, HEAD_DIM_V, BLOCK_DV,
+                CAUSAL, WINDOWED, COG, masked == 1, HEAD_DIM_QK, BLOCK_DQK, HEAD_DIM_V, BLOCK_DV,
                 DOT_PRECISION, UPCAST_DOT,
             )  # fmt: skip
 
@@ -186,21 +188,26 @@ def block_config(
     """(BLOCK_M, BLOCK_N, num_warps, num_stages) for one launch, before any autotuning.
 
     Interpreted: small tiles keep the CPU interpreter fast and still cross several block edges at
-    test sizes. On a GPU (checked by compiling for sm_90: no register spills, shared memory within
-    an H100's): 128×64 tiles for 2-byte types up to head_dim 128, 64×32 with 8 warps at 256.
-    fp32 with input_precision="ieee" runs its dots on FMA units, whose operands live in registers,
-    so it takes small tiles. With a separate value head dim (`head_dim_v`, MLA prefill) the wider
-    of the two picks the tiles: never more registers or shared memory than that dim for both.
+    test sizes. On a GPU (checked by compiling for sm_90 with every window / Cog / lse variant: no
+    register spills, shared memory within an H100's; not yet timed): 128×64 tiles for 2-byte types
+    up to head dims of 128; 128×64 with 2 stages for MLA prefill's wide q·k and narrower v (d_qk up
+    to 256, d_v up to 128, e.g. 192 / 128); 64×32 with 8 warps otherwise (256 / 256). fp32 with
+    input_precision="ieee" runs its dots on FMA units, whose operands live in registers, so it
+    takes small tiles. `head_dim_v` defaults to `head_dim`.
     """
     if is_interpreted():
         return 32, 16, 4, 1
-    block_d = triton.next_power_of_2(max(head_dim, head_dim if head_dim_v is None else head_dim_v))
+    block_dqk = triton.next_power_of_2(head_dim)
+    block_dv = triton.next_power_of_2(head_dim if head_dim_v is None else head_dim_v)
+    block_d = max(block_dqk, block_dv)
     if dtype == torch.float32:
         return (64, 16, 8, 2) if block_d <= 64 else (32, 16, 8, 2)
     if block_d <= 64:
         return 128, 64, 4, 3
     if block_d <= 128:
         return 128, 64, 8, 3
+    if block_dv <= 128:
+        return 128, 64, 8, 2
     return 64, 32, 8, 2
 
 

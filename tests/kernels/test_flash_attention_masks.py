@@ -86,6 +86,16 @@ def test_flash_attention_window_skips_hidden_key_blocks(weighting, device):
     assert_close(run_into_nan(q, k, v, **kwargs), expected, rel_tol=FP32_REL_TOL)
 
 
+def test_flash_attention_window_tensor_is_read_through_its_stride(device):
+    """Per-head windows taken as every other entry of a longer tensor (a streaming head, then a
+    retrieval head): entry 1 of the view is 0, where the memory next to entry 0 holds a window 2."""
+    q, k, v = make_inputs(1, 4, 2, 40, 50, 16, dtype=torch.float32, device=device)
+    window = torch.tensor([6, 2, 0, 2], dtype=torch.int32, device=device)[::2]
+    assert not window.is_contiguous()
+    kwargs = {"causal": True, "window": window, "sink": 3}
+    assert_close(run_into_nan(q, k, v, **kwargs), reference(q, k, v, **kwargs), rel_tol=FP32_REL_TOL)
+
+
 # (batch, Hq, Hkv, Nq, Nk, d_qk, d_v), keyword arguments for weighting="cog"
 COG_CASES = [
     pytest.param((2, 2, 2, 37, 50, 32, 32), {}, id="mha-full-nq<nk-b2"),
