@@ -242,7 +242,8 @@ def flash_attention(
     return_lse: bool = False,
     out: torch.Tensor | None = None,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-    """weights(q kᵀ · scale) v, forward only.
+    """weights(q kᵀ · scale) v. Differentiable (through `backward.FlashAttentionFunction`) when an
+    input requires grad and the weighting is plain softmax without a window.
 
     q [B, Hq, Nq, Dqk], k [B, Hkv, Nk, Dqk], v [B, Hkv, Nk, Dv], Hq % Hkv == 0 (MHA, GQA, MQA):
     query head h reads KV head h // (Hq // Hkv). Dqk and Dv each in 16..256 (Dqk != Dv is MLA
@@ -262,6 +263,16 @@ def flash_attention(
     (-inf for a query that sees none), as a backward pass needs it.
     """
     fn = "flash_attention"
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v) if isinstance(t, torch.Tensor)):
+        # Autograd through the backward kernels (softmax without a window: what they implement).
+        if window is not None or weighting != "softmax" or return_lse or out is not None:
+            raise ValueError(
+                f"{fn}: inputs that require grad need plain softmax attention (no window, "
+                "cog, return_lse or out=): only that has a backward"
+            )
+        from kernels.flash_attention.backward import FlashAttentionFunction
+
+        return FlashAttentionFunction.apply(q, k, v, causal, scale)
     batch, n_q_heads, n_q, head_dim_qk, n_kv_heads, n_k, head_dim_v = check_qk_v(fn, q, k, v)
     dtype = q.dtype  # one supported dtype for q, k and v: check_qk_v saw to it
     device = check_devices(fn, {"q": q, "k": k, "v": v})

@@ -6,6 +6,7 @@ and input validation."""
 import pytest
 import torch
 
+import kernels
 from kernels.flash_attention.backward import (
     backward_block_config,
     flash_attention_backward,
@@ -319,3 +320,21 @@ def test_flash_attention_with_grad_gpu_realistic(n_q, n_k, head_dim_qk, head_dim
     ref = attention(*leaves, causal=causal, query_chunk=256)
     expected = dict(zip(GRAD_NAMES, torch.autograd.grad(ref, leaves, grad_out.float()), strict=True))
     assert_grads_close(grads, expected, rel_tol=GPU_REL_TOL[dtype])
+
+
+def test_exported_flash_attention_is_differentiable_and_refuses_what_has_no_backward():
+    """kernels.flash_attention itself goes through the backward when an input requires grad."""
+    q, k, v, _ = make_inputs(1, 4, 2, 21, 21, 16, 16, dtype=torch.float32, device="cpu")
+    q, k, v = (t.requires_grad_() for t in (q, k, v))
+    out = kernels.flash_attention(q, k, v, causal=True)
+    out.sum().backward()
+    ref_q, ref_k, ref_v = (t.detach().double().requires_grad_() for t in (q, k, v))
+    attention(ref_q, ref_k, ref_v, causal=True).sum().backward()
+    for name, got, ref in (
+        ("dq", q.grad, ref_q.grad),
+        ("dk", k.grad, ref_k.grad),
+        ("dv", v.grad, ref_v.grad),
+    ):
+        assert_close(got, ref, rel_tol=1e-5, name=name)
+    with pytest.raises(ValueError, match="only that has a backward"):
+        kernels.flash_attention(q, k, v, causal=True, window=4)
