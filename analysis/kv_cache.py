@@ -10,12 +10,14 @@ import html
 import matplotlib
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import ScalarFormatter
 
 from analysis.blocks import Block, Cell, Table, fmt
 from analysis.plots import axis_value, figure_svg
 
 CONFIG = ["variant", "n_heads", "n_kv_heads", "head_dim", "dtype", "params"]
 MAX_BARS = 60
+LOG_SCALE_RATIO = 30
 
 
 def _config_label(row: pd.Series) -> str:
@@ -48,8 +50,13 @@ def kv_cache_svg(configs: pd.DataFrame) -> str:
     )
     ax.set_yticks(list(y), [_config_label(r) for _, r in shown.iterrows()], fontsize="small")
     ax.invert_yaxis()
-    ax.set_xscale("log")
-    ax.set_xlabel("KV cache per token and layer (bytes, log scale)")
+    values = shown["kv_bytes_per_token"].astype(float)
+    # Log scale only when the sizes span orders of magnitude; bars on a log axis hide ratios otherwise.
+    log = values.min() > 0 and values.max() / values.min() > LOG_SCALE_RATIO
+    if log:
+        ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.set_xlabel("KV cache per token and layer (bytes" + (", log scale)" if log else ")"))
     ax.grid(True, axis="x", which="major", alpha=0.3)
     fig.suptitle("KV cache per token across variants")
     return figure_svg(fig)
