@@ -17,6 +17,11 @@ BACKENDS = {
     "triton": "attnsweep's Triton kernels (compiled on a GPU, interpreted on a CPU)",
 }
 
+# Head dims (d_qk, d_v) the Triton kernels accept, per phase: (min, max d_qk, max d_v). They mirror the
+# kernels' own checks (kernels/_common.py, kernels/decode_attention), which a test holds them to; kept
+# here so that the driver can tell `unsupported` from a failure without importing Triton.
+TRITON_HEAD_DIMS = {"prefill": (16, 256, 256), "train": (16, 256, 256), "decode": (16, 576, 512)}
+
 
 def load_kernels() -> ModuleType:
     """`kernels`, with Triton's CPU interpreter switched on first when there is no GPU."""

@@ -90,7 +90,8 @@ def _check_accuracy(variant, trial, inputs, out, forward, device, result: TrialR
         worst = None
         for name, got, ref in zip(forward.names, out, references, strict=True):
             max_abs, rel = errors(got, ref)
-            if worst is None or not rel <= worst[2]:
+            # NaN (rel != rel) is the worst there is and must never be replaced by a finite error.
+            if worst is None or rel != rel or (worst[2] == worst[2] and rel > worst[2]):
                 worst = (name, max_abs, rel)
         name, result.max_abs_err, result.rel_err = worst
     else:
@@ -166,7 +167,8 @@ def run_trial(trial: Trial, settings: MeasureSettings | None = None) -> TrialRes
     result = TrialResult(status="error", **environment_fields(device.type))
     try:
         _fill_cost(trial, result)
-        reason = get_variant(trial.variant).unsupported(trial.backend, trial.phase)
+        variant = get_variant(trial.variant)
+        reason = variant.unsupported(trial.backend, trial.phase) or variant.unsupported_shape(trial)
         if reason is not None:
             result.status, result.error = "unsupported", reason
         else:

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from workloads.backends import TRITON_HEAD_DIMS
 from workloads.trial import Trial
 
 # (backend, phase) -> callable(trial, inputs) -> output
@@ -178,6 +179,23 @@ class Variant:
         if (backend, phase) in self.implementations:
             return None
         return f"{self.name} has no {backend} implementation of phase {phase}"
+
+    def kernel_head_dims(self, trial: Trial) -> tuple[int, int]:
+        """(d_qk, d_v) of the attention the kernels run at this point (MLA's differ from head_dim)."""
+        return trial.head_dim, trial.head_dim
+
+    def unsupported_shape(self, trial: Trial) -> str | None:
+        """Why the trial's backend cannot take this point's shapes (Triton's head-dim limits), or None."""
+        if trial.backend != "triton":
+            return None
+        low, high_qk, high_v = TRITON_HEAD_DIMS[trial.phase]
+        d_qk, d_v = self.kernel_head_dims(trial)
+        if low <= d_qk <= high_qk and low <= d_v <= high_v:
+            return None
+        return (
+            f"{self.name}: the triton {trial.phase} kernel takes head dims d_qk {low}..{high_qk} and "
+            f"d_v {low}..{high_v}, this point needs d_qk={d_qk}, d_v={d_v}"
+        )
 
     def run(self, trial: Trial, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         phase = "prefill" if trial.phase == "train" else trial.phase

@@ -119,6 +119,10 @@ class MultiHeadLatentAttention(Variant):
             if params[key] < 1:
                 raise ValueError(f"{key}: {params[key]} must be at least 1")
 
+    def kernel_head_dims(self, trial: Trial) -> tuple[int, int]:
+        d_h, d_c, d_r = _dims(trial)
+        return (d_c + d_r, d_c) if trial.phase == "decode" else (d_h + d_r, d_h)
+
     def input_specs(self, trial: Trial) -> list[InputSpec]:
         h = trial.n_heads
         d_h, d_c, d_r = _dims(trial)

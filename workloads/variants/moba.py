@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from workloads.backends import load_kernels
 from workloads.reference import attention
 from workloads.trial import Trial
-from workloads.variants.base import Cost, InputSpec, InvalidPoint, Variant
+from workloads.variants.base import Cost, InputSpec, InvalidPoint, Variant, dtype_size
 from workloads.variants.gqa import grouped_attention_cost, qkv_specs
 
 
@@ -121,19 +121,22 @@ class MixtureOfBlockAttention(Variant):
         params = trial.param_dict
         b, h, g, n, d = trial.batch, trial.n_heads, trial.n_kv_heads, trial.seq_len, trial.head_dim
         n_blocks = math.ceil(n / params["block_size"])
+        block_size = params["block_size"]
         if trial.phase == "decode":
-            blocks_read = min(params["top_k"], n_blocks)
-            cost = grouped_attention_cost(
-                trial, self.n_params(trial), kv_tokens_read=min(n, blocks_read * params["block_size"])
-            )
+            # The new token's own (partial) block plus up to top_k - 1 full earlier blocks.
+            own = (n - 1) // block_size
+            kv_tokens = (n - own * block_size) + min(params["top_k"] - 1, own) * block_size
+            cost = grouped_attention_cost(trial, self.n_params(trial), kv_tokens_read=kv_tokens)
             gating = 2.0 * b * h * n_blocks * d + b * g * n * d
         else:
             keys = moba_mean_keys(n, params["block_size"], params["top_k"])
             cost = grouped_attention_cost(trial, self.n_params(trial), mean_keys=keys)
             gating = 2.0 * b * h * n * n_blocks * d + b * g * n * d  # gate scores; mean pooling
+        # Mean pooling reads every key once (in decode too: block means are not cached here).
+        pooling_bytes = b * g * n * d * dtype_size(trial.dtype) if trial.phase == "decode" else 0
         return Cost(
             flops=cost.flops + gating,
-            bytes_moved=cost.bytes_moved,
+            bytes_moved=cost.bytes_moved + pooling_bytes,
             n_params=cost.n_params,
             kv_bytes_per_token=cost.kv_bytes_per_token,
         )

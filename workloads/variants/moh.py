@@ -8,37 +8,45 @@ compute scales with (H_s + top_k) / H. Keys and values of every head are compute
 LM needs them for later tokens). The op covers the gating and the attention.
 """
 
+from dataclasses import replace
+
 import torch
 import torch.nn.functional as F
 
 from workloads.backends import load_kernels
 from workloads.reference import attention
 from workloads.trial import Trial
-from workloads.variants.base import Cost, InputSpec, InvalidPoint, TokenInput, Variant
+from workloads.variants.base import Cost, InputSpec, InvalidPoint, TokenInput, Variant, dtype_size
 from workloads.variants.gqa import grouped_attention_cost, qkv_specs
 
 
 def moh_gates(
-    shared_logits: torch.Tensor | None, router_logits: torch.Tensor, stage_logits: torch.Tensor, top_k: int
+    shared_logits: torch.Tensor | None,
+    router_logits: torch.Tensor,
+    stage_logits: torch.Tensor | None,
+    top_k: int,
 ) -> torch.Tensor:
-    """[B, N, H_s] (None for H_s <= 1: one shared head has weight 1), [B, N, H - H_s], [B, N, 2]
-    -> gates [B, N, H] (zeros for the routed heads a token did not pick)."""
-    stage = 2.0 * torch.softmax(stage_logits.float(), dim=-1)  # [B, N, 2]: α1, α2
+    """Gates [B, N, H], zeros for the routed heads a token did not pick.
+
+    shared_logits [B, N, H_s] (H_s >= 1), router_logits [B, N, H - H_s], stage_logits [B, N, 2].
+    Without shared heads both are None: the routed gates stand alone (α2 = 1).
+    """
     probs = torch.softmax(router_logits.float(), dim=-1)
     top = probs.topk(top_k, dim=-1)
     routed = torch.zeros_like(probs).scatter(-1, top.indices, top.values / top.values.sum(-1, keepdim=True))
-    gates = [stage[..., 1:] * routed]
-    if shared_logits is not None:
-        gates.insert(0, stage[..., :1] * torch.softmax(shared_logits.float(), dim=-1))
-    return torch.cat(gates, dim=-1).to(router_logits.dtype)
+    if shared_logits is None:
+        return routed.to(router_logits.dtype)
+    stage = 2.0 * torch.softmax(stage_logits.float(), dim=-1)  # [B, N, 2]: α1, α2
+    shared = stage[..., :1] * torch.softmax(shared_logits.float(), dim=-1)
+    return torch.cat([shared, stage[..., 1:] * routed], dim=-1).to(router_logits.dtype)
 
 
 def _gates(trial: Trial, x: dict[str, torch.Tensor]) -> torch.Tensor:
     shared = trial.param_dict["shared_heads"]
     shared_logits = x.get("shared_logits")
-    if shared == 1:
-        shared_logits = torch.zeros_like(x["stage_logits"][..., :1])
-    return moh_gates(shared_logits, x["router_logits"], x["stage_logits"], trial.param_dict["top_k"])
+    if shared == 1:  # one shared head: its softmax is 1, nothing to project
+        shared_logits = torch.zeros_like(x["router_logits"][..., :1])
+    return moh_gates(shared_logits, x["router_logits"], x.get("stage_logits"), trial.param_dict["top_k"])
 
 
 def _gated(out: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
@@ -98,13 +106,15 @@ class MixtureOfHeads(Variant):
     def input_specs(self, trial: Trial) -> list[InputSpec]:
         params = trial.param_dict
         shared, routed = params["shared_heads"], trial.n_heads - params["shared_heads"]
-        # Shared heads are weighted by a softmax among themselves: with one (or none) it has nothing to learn.
+        # Shared heads are weighted by a softmax among themselves (nothing to learn for one), and the
+        # two-stage weights balance shared against routed heads (nothing to balance without shared ones).
         shared_router = [TokenInput("shared_logits", (shared,), heads_first=False)] if shared > 1 else []
+        stage = [TokenInput("stage_logits", (2,), heads_first=False)] if shared > 0 else []
         return [
             *qkv_specs(trial),
             *shared_router,
             TokenInput("router_logits", (routed,), heads_first=False),
-            TokenInput("stage_logits", (2,), heads_first=False),
+            *stage,
         ]
 
     def active_share(self, trial: Trial) -> float:
@@ -112,7 +122,14 @@ class MixtureOfHeads(Variant):
         return (params["shared_heads"] + params["top_k"]) / trial.n_heads
 
     def cost(self, trial: Trial) -> Cost:
-        return grouped_attention_cost(trial, self.n_params(trial), query_share=self.active_share(trial))
+        share = self.active_share(trial)
+        cost = grouped_attention_cost(trial, self.n_params(trial), query_share=share)
+        if trial.phase != "decode":
+            return cost  # in prefill every head's K/V is read by some token
+        # One new token reads the caches of its active heads only.
+        b, g, n, d = trial.batch, trial.n_kv_heads, trial.seq_len, trial.head_dim
+        unread = (1 - share) * 2 * b * g * n * d * dtype_size(trial.dtype)
+        return replace(cost, bytes_moved=cost.bytes_moved - unread)
 
 
 VARIANT = MixtureOfHeads()

@@ -138,3 +138,63 @@ def test_kv_cache_of_the_variants_that_cache_less():
     # One retrieval KV head keeps 1000 tokens, three streaming heads keep 100 each.
     assert streaming.kv_cache_bytes == 3 * 2 * 16 * 4 * (1000 + 3 * 100)
     assert streaming.kv_bytes_per_token == round(streaming.kv_cache_bytes / 3000)
+
+
+def test_train_phase_fails_on_a_nan_gradient_next_to_finite_ones(monkeypatch):
+    """One NaN among finite gradient errors must still fail the check (NaN is the worst error)."""
+    variant = get_variant("kha")
+    forward = variant.implementations[("torch-ref", "prefill")]
+
+    def nan_grad_of_q(trial, inputs):
+        q = inputs["q"].clone()
+        q.register_hook(lambda grad: grad * float("nan"))  # the output stays right, dq turns NaN
+        return forward(trial, {**inputs, "q": q})
+
+    monkeypatch.setitem(variant.implementations, ("torch-sdpa", "prefill"), nan_grad_of_q)
+    result = run_trial(smoke_trial("kha", backend="torch-sdpa", phase="train"), FAST)
+    assert result.status == "error" and "rel_err=nan of dq" in result.error
+
+
+@pytest.mark.parametrize(
+    "name,params,point",
+    [
+        pytest.param("gqa", {}, {"head_dim": 8, "phase": "prefill"}, id="head-dim-below-16"),
+        pytest.param(
+            "mla", {"latent_dim": 32, "rope_dim": 250}, {"phase": "prefill"}, id="mla-prefill-d_qk-266"
+        ),
+        pytest.param(
+            "mla", {"latent_dim": 520, "rope_dim": 16}, {"phase": "decode"}, id="mla-decode-latent-520"
+        ),
+    ],
+)
+def test_shapes_the_triton_kernels_do_not_take_are_unsupported(name, params, point):
+    result = run_trial(make_trial(name, params, backend="triton", **point), FAST)
+    assert result.status == "unsupported" and "the triton" in result.error and "head dims" in result.error
+
+
+def test_triton_head_dim_limits_are_the_kernels():
+    from kernels import _common
+    from kernels.decode_attention import kernel as decode
+    from workloads.backends import TRITON_HEAD_DIMS
+
+    assert TRITON_HEAD_DIMS["prefill"] == TRITON_HEAD_DIMS["train"]
+    assert TRITON_HEAD_DIMS["prefill"] == (_common.MIN_HEAD_DIM, _common.MAX_HEAD_DIM, _common.MAX_HEAD_DIM)
+    assert TRITON_HEAD_DIMS["decode"] == (_common.MIN_HEAD_DIM, decode.MAX_HEAD_DIM_K, decode.MAX_HEAD_DIM_V)
+
+
+@pytest.mark.parametrize("n,expected", [(1100, 76 + 512), (1600, 64 + 512), (512, 512), (40, 40)])
+def test_moba_decode_reads_its_own_partial_block_and_top_k_minus_one_full_ones(n, expected):
+    point = {"phase": "decode", "seq_len": n, "batch": 1, "n_heads": 4, "n_kv_heads": 2, "head_dim": 16}
+    moba = get_variant("moba").cost(make_trial("moba", {"block_size": 512, "top_k": 2}, **point))
+    full = get_variant("gqa").cost(make_trial("gqa", **point))
+    pooling = 2 * 16 * n * 4  # mean pooling reads every key once
+    cache_per_token = 2 * 2 * 16 * 4  # K and V of 2 KV heads, float32
+    assert moba.bytes_moved - pooling == full.bytes_moved - cache_per_token * (n - expected)
+
+
+def test_moh_decode_reads_only_the_active_heads_caches():
+    point = {"phase": "decode", "seq_len": 100, "batch": 1, "n_heads": 8, "head_dim": 16}
+    moh = get_variant("moh").cost(make_trial("moh", {"shared_heads": 2, "top_k": 2}, **point))
+    mha = get_variant("mha").cost(make_trial("mha", **point))
+    assert moh.bytes_moved == pytest.approx(mha.bytes_moved / 2)  # 4 of 8 heads: half of q, o and cache
+    assert moh.kv_bytes_per_token == mha.kv_bytes_per_token  # but every head is cached
