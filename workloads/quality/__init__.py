@@ -1,0 +1,1 @@
+"""Quality phase: tiny models trained per attention variant on synthetic recall tasks."""
