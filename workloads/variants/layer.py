@@ -60,6 +60,8 @@ class AttentionLayer(nn.Module):
         self.weights = nn.ParameterDict(
             {s.name: nn.Parameter(initial_weight(s)) for s in self.specs if isinstance(s, Weight)}
         )
+        # 1 keeps a head, 0 removes it (head pruning); applied to the per-head outputs [B, H, N, Dv].
+        self.register_buffer("head_mask", torch.ones(trial.n_heads))
         out_features = self.variant.output_features(trial)
         self.out_proj = (
             nn.Linear(out_features, d_model, bias=False) if self.variant.output_projection else None
@@ -80,6 +82,7 @@ class AttentionLayer(nn.Module):
             inputs[spec.name] = value
         out = self.variant.forward(self.trial, inputs)
         if out.dim() == 4:
+            out = out * self.head_mask.to(out.dtype)[:, None, None]
             out = out.transpose(1, 2).reshape(batch, n, -1)  # [B, H, N, Dv] -> [B, N, H·Dv]
         return self.out_proj(out) if self.out_proj is not None else out
 
