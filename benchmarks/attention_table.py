@@ -26,7 +26,7 @@ METRICS = ["latency_ms", "tflops", "gbps", "pct_peak"]
 
 
 def comparison(rows: pd.DataFrame) -> pd.DataFrame:
-    """One line per (phase, variant, params, seq_len): each backend's metrics and Triton's speedup over SDPA."""
+    """One line per (phase, variant, params, seq_len): each backend's metrics, Triton's speedup over SDPA."""
     ok = rows[rows["status"] == "ok"]
     wide = ok.pivot_table(index=["phase", "variant", "params", "seq_len"], columns="backend", values=METRICS)
     wide.columns = [f"{backend} {metric}" for metric, backend in wide.columns]

@@ -8,19 +8,14 @@ runs its online softmax over |s| and applies the sign to each weight.
 import torch
 
 from workloads.backends import load_kernels
-from workloads.reference import attention
 from workloads.trial import Trial
 from workloads.variants.base import Cost, InputSpec, Variant
-from workloads.variants.gqa import grouped_attention_cost, qkv_specs
+from workloads.variants.gqa import grouped_attention_cost, phase_attention, qkv_specs
 
 
 def _torch_ref(trial: Trial, x: dict[str, torch.Tensor]) -> torch.Tensor:
-    if trial.phase == "decode":
-        out = attention(
-            x["q"][:, :, None], x["k_cache"], x["v_cache"], kv_lengths=x["cache_seqlens"], weighting="cog"
-        )
-        return out[:, :, 0]
-    return attention(x["q"], x["k"], x["v"], causal=trial.causal, weighting="cog")
+    out = phase_attention(trial, x, weighting="cog")
+    return out[:, :, 0] if trial.phase == "decode" else out
 
 
 def _triton(trial: Trial, x: dict[str, torch.Tensor]) -> torch.Tensor:

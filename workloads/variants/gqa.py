@@ -16,11 +16,20 @@ from workloads.variants.base import Cost, InputSpec, TokenInput, Variant, dtype_
 REFERENCE_QUERY_CHUNK = 1024
 
 
-def _torch_ref(trial: Trial, x: dict[str, torch.Tensor], query_chunk: int | None = None) -> torch.Tensor:
+def phase_attention(trial: Trial, x: dict[str, torch.Tensor], **kwargs) -> torch.Tensor:
+    """`reference.attention` over the phase's inputs: q, k, v [B, H|G, N, D] in prefill and train;
+    in decode the new token q [B, H, D] against its cache (k_cache, v_cache, cache_seqlens), returned
+    with the query axis kept ([B, H, 1, Dv]). kwargs: weighting, window, sink, query_chunk, ..."""
     if trial.phase == "decode":
-        out = attention(x["q"][:, :, None], x["k_cache"], x["v_cache"], kv_lengths=x["cache_seqlens"])
-        return out[:, :, 0]
-    return attention(x["q"], x["k"], x["v"], causal=trial.causal, query_chunk=query_chunk)
+        return attention(
+            x["q"][:, :, None], x["k_cache"], x["v_cache"], kv_lengths=x["cache_seqlens"], **kwargs
+        )
+    return attention(x["q"], x["k"], x["v"], causal=trial.causal, **kwargs)
+
+
+def _torch_ref(trial: Trial, x: dict[str, torch.Tensor], query_chunk: int | None = None) -> torch.Tensor:
+    out = phase_attention(trial, x, query_chunk=query_chunk)
+    return out[:, :, 0] if trial.phase == "decode" else out
 
 
 def _torch_sdpa(trial: Trial, x: dict[str, torch.Tensor]) -> torch.Tensor:

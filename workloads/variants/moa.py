@@ -17,19 +17,16 @@ one-head (MQA) cache.
 
 import torch
 
-from workloads.reference import attention
 from workloads.trial import Trial
 from workloads.variants.base import Cost, InputSpec, InvalidPoint, TokenInput, Variant
-from workloads.variants.gqa import grouped_attention_cost, qkv_specs
+from workloads.variants.gqa import grouped_attention_cost, phase_attention, qkv_specs
 from workloads.variants.routing import gated_heads, query_rows, top_k_gates, with_extra
 
 
 def _torch_ref(trial: Trial, x: dict[str, torch.Tensor]) -> torch.Tensor:
     gates = top_k_gates(x["router_logits"], trial.param_dict["top_k"], "softmax")  # [B, N, E] or [B, E]
-    if trial.phase == "decode":
-        out = attention(x["q"][:, :, None], x["k_cache"], x["v_cache"], kv_lengths=x["cache_seqlens"])
-        return gated_heads(out[:, :, 0], gates)
-    return gated_heads(attention(x["q"], x["k"], x["v"], causal=trial.causal), gates)
+    out = phase_attention(trial, x)
+    return gated_heads(out[:, :, 0] if trial.phase == "decode" else out, gates)
 
 
 class MixtureOfAttentionHeads(Variant):

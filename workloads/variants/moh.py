@@ -14,10 +14,9 @@ import torch
 import torch.nn.functional as F
 
 from workloads.backends import load_kernels
-from workloads.reference import attention
 from workloads.trial import Trial
 from workloads.variants.base import Cost, InputSpec, InvalidPoint, TokenInput, Variant, dtype_size
-from workloads.variants.gqa import grouped_attention_cost, qkv_specs
+from workloads.variants.gqa import grouped_attention_cost, phase_attention, qkv_specs
 
 
 def moh_gates(
@@ -57,11 +56,9 @@ def _gated(out: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
 def _torch_ref(trial: Trial, x: dict[str, torch.Tensor]) -> torch.Tensor:
     """Every head computed, then gated (the reference math)."""
     if trial.phase == "decode":
-        out = attention(x["q"][:, :, None], x["k_cache"], x["v_cache"], kv_lengths=x["cache_seqlens"])
-        return _gated(out, _gates(trial, {k: v[:, None] for k, v in x.items() if k.endswith("_logits")}))[
-            :, :, 0
-        ]
-    return _gated(attention(x["q"], x["k"], x["v"], causal=trial.causal), _gates(trial, x))
+        token_logits = {name: t[:, None] for name, t in x.items() if name.endswith("_logits")}  # [B, 1, ..]
+        return _gated(phase_attention(trial, x), _gates(trial, token_logits))[:, :, 0]
+    return _gated(phase_attention(trial, x), _gates(trial, x))
 
 
 def _torch_sdpa(trial: Trial, x: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -14,10 +14,9 @@ K/V cache as GQA; the new token's query row goes through the same ReLU and norm.
 
 import torch
 
-from workloads.reference import attention
 from workloads.trial import Trial
 from workloads.variants.base import Cost, InputSpec, Variant, Weight
-from workloads.variants.gqa import grouped_attention_cost, qkv_specs
+from workloads.variants.gqa import grouped_attention_cost, phase_attention, qkv_specs
 from workloads.variants.routing import query_rows, with_extra
 
 NORM_EPS = 1e-6
@@ -31,13 +30,8 @@ def rms_normalised(out: torch.Tensor, gain: torch.Tensor) -> torch.Tensor:
 
 
 def _torch_ref(trial: Trial, x: dict[str, torch.Tensor]) -> torch.Tensor:
-    if trial.phase == "decode":
-        out = attention(
-            x["q"][:, :, None], x["k_cache"], x["v_cache"], kv_lengths=x["cache_seqlens"], weighting="relu"
-        )  # [B, H, 1, D]
-        return rms_normalised(out, x["norm_gain"])[:, :, 0]
-    out = attention(x["q"], x["k"], x["v"], causal=trial.causal, weighting="relu")
-    return rms_normalised(out, x["norm_gain"])
+    out = rms_normalised(phase_attention(trial, x, weighting="relu"), x["norm_gain"])  # [B, H, N|1, D]
+    return out[:, :, 0] if trial.phase == "decode" else out
 
 
 class RectifiedLinearAttention(Variant):

@@ -10,10 +10,10 @@ import torch
 import torch.nn.functional as F
 
 from workloads.backends import load_kernels
-from workloads.reference import attention, visible_keys
+from workloads.reference import visible_keys
 from workloads.trial import Trial
 from workloads.variants.base import Cost, InputSpec, InvalidPoint, Variant, dtype_size, mean_keys_per_query
-from workloads.variants.gqa import grouped_attention_cost, qkv_specs
+from workloads.variants.gqa import grouped_attention_cost, phase_attention, qkv_specs
 
 
 def retrieval_kv_heads(trial: Trial) -> int:
@@ -33,18 +33,8 @@ def _windows(trial: Trial, x: dict[str, torch.Tensor]) -> torch.Tensor:
 
 
 def _torch_ref(trial: Trial, x: dict[str, torch.Tensor]) -> torch.Tensor:
-    sink = trial.param_dict["sink"]
-    if trial.phase == "decode":
-        out = attention(
-            x["q"][:, :, None],
-            x["k_cache"],
-            x["v_cache"],
-            kv_lengths=x["cache_seqlens"],
-            window=_windows(trial, x),
-            sink=sink,
-        )
-        return out[:, :, 0]
-    return attention(x["q"], x["k"], x["v"], causal=True, window=_windows(trial, x), sink=sink)
+    out = phase_attention(trial, x, window=_windows(trial, x), sink=trial.param_dict["sink"])
+    return out[:, :, 0] if trial.phase == "decode" else out
 
 
 def _torch_sdpa(trial: Trial, x: dict[str, torch.Tensor]) -> torch.Tensor:
