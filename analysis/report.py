@@ -15,7 +15,8 @@ import pandas as pd
 from analysis.blocks import Block, Cell, Table, fmt, mib
 from analysis.kv_cache import kv_cache_blocks
 from analysis.plots import GROUP_AXES, axis_value, latency_svg
-from analysis.schema import COLUMNS, STATUSES
+from analysis.quality import TRAINED_PHASES, quality_blocks
+from analysis.schema import COLUMNS, CONFIG_COLUMNS, STATUSES
 from analysis.store import read_results
 
 PHASE_ORDER = ("prefill", "decode", "train")
@@ -88,9 +89,10 @@ def _distinct(series: pd.Series, limit: int = 6) -> str:
 def _point(row: pd.Series) -> str:
     causal = " causal" if row["causal"] is True or row["causal"] == 1 else ""
     heads = f"H={axis_value(row['n_heads'])}/{axis_value(row['n_kv_heads'])}"
+    seed = f" seed={axis_value(row['seed'])}" if row["phase"] in TRAINED_PHASES else ""
     return (
         f"B={axis_value(row['batch'])} N={axis_value(row['seq_len'])} {heads} "
-        f"d={axis_value(row['head_dim'])} {axis_value(row['dtype'])}{causal}"
+        f"d={axis_value(row['head_dim'])} {axis_value(row['dtype'])}{causal}{seed}"
     )
 
 
@@ -112,11 +114,7 @@ def load_results(results: str | Path | pd.DataFrame) -> pd.DataFrame:
 
 def latest_per_trial(df: pd.DataFrame) -> pd.DataFrame:
     """One row per trial (SELECTION_RULE): its latest ok row, else its latest row."""
-    config = (
-        df[["variant", "backend", "phase", *SHAPE_AXES]]
-        .astype(object)
-        .apply(lambda r: repr(tuple(r)), axis=1)
-    )
+    config = df[list(CONFIG_COLUMNS)].astype(object).apply(lambda r: repr(tuple(r)), axis=1)
     key = df["trial_id"].astype(object).where(df["trial_id"].notna(), config)
     ordered = df.assign(_key=key, _ok=df["status"].eq("ok")).sort_values(
         ["_ok", "timestamp", "run_id", "attempt"], na_position="first", kind="stable"
@@ -430,9 +428,9 @@ def build_report(
     kept = latest_per_trial(df)
     title = title or f"attnsweep report: {_distinct(df['sweep'])}"
     blocks = [Block("h2", "Overview"), *_overview(df, kept)]
-    for phase in _phases(kept):
+    for phase in (p for p in _phases(kept) if p not in TRAINED_PHASES):  # no latency: see Quality
         blocks += _phase(phase, kept[kept["phase"].eq(phase)])
-    blocks += kv_cache_blocks(kept) + _accuracy(kept) + _failures(df, kept)
+    blocks += quality_blocks(kept) + kv_cache_blocks(kept) + _accuracy(kept) + _failures(df, kept)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = ReportPaths(html=out / "index.html", markdown=out / "summary.md")

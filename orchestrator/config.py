@@ -18,6 +18,8 @@ from omegaconf.errors import OmegaConfBaseException
 
 from workloads.backends import BACKENDS
 from workloads.measure import MeasureSettings
+from workloads.quality.spec import TRAIN_KEYS, check_settings, quality_json, task_defaults, train_settings
+from workloads.quality.tasks import TASKS
 from workloads.trial import DTYPES, PHASES
 from workloads.variants import VARIANTS, param_grid
 
@@ -35,6 +37,28 @@ class AxesConf:
     head_dim: list[int] = field(default_factory=lambda: [64])
     dtype: list[str] = field(default_factory=lambda: ["float32"])
     causal: list[bool] = field(default_factory=lambda: [True])
+    # Heads at a fixed width: when given, head_dim = d_model / n_heads and the head_dim axis is unused.
+    d_model: list[int] = field(default_factory=list)
+
+
+@dataclass
+class QualityConf:
+    """Phases quality and prune: the synthetic tasks the tiny models learn and how they are trained.
+    The sweep's batch axis is the training batch, its seq_len axis the task length."""
+
+    tasks: list[str] = field(default_factory=lambda: ["mqar"])
+    # Per-task parameters, every task's defaults included: sweep.quality.task_params.mqar.num_kv_pairs=16
+    task_params: dict[str, dict[str, Any]] = field(
+        default_factory=lambda: {name: task_defaults(name) for name in sorted(TASKS)}
+    )
+    seeds: list[int] = field(default_factory=lambda: [0])
+    steps: int = 1000
+    lr: float = 1e-3
+    weight_decay: float = 0.1
+    warmup_steps: int = 50
+    n_train: int = 10_000
+    n_eval: int = 1_000
+    n_layers: int = 2
 
 
 @dataclass
@@ -50,6 +74,7 @@ class SweepConf:
     params: dict[str, dict[str, Any]] = field(
         default_factory=lambda: {name: dict(v.param_defaults) for name, v in sorted(VARIANTS.items())}
     )
+    quality: QualityConf = field(default_factory=QualityConf)
 
 
 @dataclass
@@ -127,8 +152,10 @@ def _check_syntax(overrides: list[str]) -> None:
 
 
 def _open_params(overrides: list[str]) -> list[str]:
-    """`sweep.params.<variant>.<key>=v` adds or replaces (params is an open dict, checked by its variant)."""
-    return [f"++{o}" if o.startswith("sweep.params.") else o for o in overrides]
+    """`sweep.params.<variant>.<key>=v` (and `sweep.quality.task_params.<task>.<key>=v`) adds or
+    replaces: these are open dicts, checked by their variant (task)."""
+    open_keys = ("sweep.params.", "sweep.quality.task_params.")
+    return [f"++{o}" if o.startswith(open_keys) else o for o in overrides]
 
 
 def compose_config(overrides: list[str]) -> DictConfig:
@@ -143,6 +170,7 @@ def compose_config(overrides: list[str]) -> DictConfig:
         schema = OmegaConf.structured(Config)
         OmegaConf.set_struct(schema, True)
         OmegaConf.set_struct(schema.sweep.params, False)  # open: each variant checks its own params
+        OmegaConf.set_struct(schema.sweep.quality.task_params, False)  # open: each task checks its own
         OmegaConf.merge(schema, OmegaConf.to_container(cfg))
     except (HydraException, OmegaConfBaseException, ValueError) as exc:
         raise ConfigError(_one_line(exc, overrides)) from exc
@@ -175,6 +203,10 @@ def validate(cfg: DictConfig) -> None:
                 raise ConfigError(f"sweep.axes.{axis}: {value} is not a positive integer")
     if not list(sweep.axes.causal):
         raise ConfigError("sweep.axes.causal: empty list")
+    for value in sweep.axes.d_model:
+        if value <= 0:
+            raise ConfigError(f"sweep.axes.d_model: {value} is not a positive integer")
+    _validate_quality(sweep.quality)
     for variant_name, params in sweep.params.items():
         if variant_name not in VARIANTS:
             raise ConfigError(f"sweep.params.{variant_name}: unknown variant {variant_name!r}")
@@ -192,6 +224,22 @@ def validate(cfg: DictConfig) -> None:
     for key in ("warmup_ms", "rep_ms", "min_run_time_s"):
         if cfg.measure[key] <= 0:
             raise ConfigError(f"measure.{key}: {cfg.measure[key]} must be positive")
+
+
+def _validate_quality(quality: DictConfig) -> None:
+    _check_choices("sweep.quality.tasks", list(quality.tasks), TASKS, "task")
+    if not list(quality.seeds):
+        raise ConfigError("sweep.quality.seeds: empty list (give at least one seed)")
+    train = {key: quality[key] for key in TRAIN_KEYS}
+    try:
+        check_settings(train_settings(train, batch_size=1, seed=0))
+    except ValueError as exc:
+        raise ConfigError(f"sweep.quality.{exc}") from exc
+    for task, params in quality.task_params.items():
+        try:
+            quality_json(str(task), OmegaConf.to_container(params), train)
+        except ValueError as exc:
+            raise ConfigError(f"sweep.quality.task_params.{task}.{exc}") from exc
 
 
 def load_config(overrides: list[str]) -> DictConfig:

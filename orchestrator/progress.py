@@ -17,6 +17,9 @@ from workloads.trial import Trial, TrialResult
 
 
 def _describe(result: TrialResult) -> str:
+    if result.status == "ok" and result.accuracy is not None:  # a trained phase
+        pruned = f", {len(result.pruning)} pruning points" if result.pruning else ""
+        return f"accuracy {result.accuracy:.3f}, loss {result.loss:.3f}{pruned}"
     if result.status == "ok":
         note = " (interpreted)" if result.interpreted else ""
         return f"{result.latency_ms:.3f} ms{note}, rel_err {result.rel_err:.1e}"

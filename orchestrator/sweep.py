@@ -29,9 +29,25 @@ def new_run_id() -> str:
     return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
 
 
-def make_record(context: dict, trial: Trial, result: TrialResult) -> dict:
-    """One dataset row: run context (sweep, run_id, attempt, code_version) + trial config + result."""
-    return {**context, "trial_id": trial.trial_id, **trial.config(), **result.as_dict()}
+def make_records(context: dict, trial: Trial, result: TrialResult) -> list[dict]:
+    """The dataset rows of one result: run context (sweep, run_id, attempt, code_version) + trial
+    config + result. One row, except in phase prune: one per number of heads kept, the full model
+    under the trial's own id, each smaller model under `trial.row_id(heads_kept)`."""
+    record = {**context, "trial_id": trial.trial_id, **trial.columns(), **result.as_dict()}
+    if not result.pruning:
+        return [record]
+    rows = []
+    for point in result.pruning:
+        full_model = point["removed_head"] is None
+        rows.append(
+            {
+                **record,
+                **point,
+                "trial_id": trial.trial_id if full_model else trial.row_id(point["heads_kept"]),
+                "train_curve": record["train_curve"] if full_model else None,
+            }
+        )
+    return rows
 
 
 def _flat_params(cfg: DictConfig) -> dict[str, str]:
@@ -66,10 +82,11 @@ def _run(cfg: DictConfig, plan: Plan, executor: LocalExecutor | RayExecutor) -> 
     progress = SweepProgress(len(plan.trials), cfg.progress, title=sweep)
 
     def on_result(trial: Trial, result: TrialResult) -> None:
-        record = make_record(context, trial, result)
-        store.append([record])  # durable before anything else: a crash loses only trials in flight
+        records = make_records(context, trial, result)
+        store.append(records)  # durable before anything else: a crash loses only trials in flight
         if tracker is not None:
-            tracker.log_trial(record)
+            for record in records:
+                tracker.log_trial(record)
         counts[result.status] = counts.get(result.status, 0) + 1
         progress.update(trial, result)
 

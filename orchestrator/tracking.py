@@ -1,6 +1,7 @@
 """MLflow layout (DESIGN.md §3): experiment = sweep, one parent run per invocation, one child run per
-trial (params = the trial's config, metrics = its numeric columns, tags = id, status, variant,
-backend, device). The parent carries the report and this run's rows as artifacts.
+trial (params = the trial's config, metrics = its numeric columns and, for trained phases, the
+training curve as step metric `train_loss`; tags = id, status, variant, backend, device). The
+parent carries the report and this run's rows as artifacts.
 
 Logging happens on one background thread, each trial in one `log_batch`, so a slow tracking
 server never holds a sweep back. If MLflow fails, the sweep goes on: results are in Parquet
@@ -43,11 +44,17 @@ def child_run_contents(record: Mapping[str, Any]):
     from mlflow.entities import Metric, Param, RunTag
 
     now = int(time.time() * 1000)
-    params = [Param(key, str(record[key])) for key in CONFIG_COLUMNS]
+    params = [Param(key, str(record[key])) for key in CONFIG_COLUMNS if record.get(key) is not None]
     metrics = [
         Metric(key, float(record[key]), now, 0)
         for key in NUMERIC_COLUMNS
         if key not in NOT_METRICS and record.get(key) is not None and math.isfinite(float(record[key]))
+    ]
+    # The training curve of the trained phases, as a step series MLflow charts against the step.
+    metrics += [
+        Metric("train_loss", float(point["loss"]), now, int(point["step"]))
+        for point in record.get("train_curve") or []
+        if math.isfinite(float(point["loss"]))
     ]
     tags = [RunTag(key, str(record[key] or "")) for key in CHILD_TAGS]
     tags.append(RunTag("interpreted", str(bool(record["interpreted"])).lower()))

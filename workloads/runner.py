@@ -1,4 +1,5 @@
-"""Run one trial: build inputs, run the backend, check it against the reference, time it.
+"""Run one trial: build inputs, run the backend, check it against the reference, time it (or, in
+the trained phases, train and score a tiny model: `workloads.quality.spec`).
 
 `run_trial` never raises for a problem of the trial itself: an unsupported combination, an
 accuracy failure, an exception or an out-of-memory all come back as a `TrialResult` with a status.
@@ -24,7 +25,7 @@ from workloads.measure import (
     synchronize,
     time_callable,
 )
-from workloads.trial import Trial, TrialResult, canonical_json
+from workloads.trial import TRAINED_PHASES, Trial, TrialResult, canonical_json
 from workloads.variants import get_variant
 
 
@@ -171,6 +172,10 @@ def run_trial(trial: Trial, settings: MeasureSettings | None = None) -> TrialRes
         reason = variant.unsupported(trial.backend, trial.phase) or variant.unsupported_shape(trial)
         if reason is not None:
             result.status, result.error = "unsupported", reason
+        elif trial.phase in TRAINED_PHASES:
+            from workloads.quality.spec import run_trained
+
+            run_trained(trial, device, result)
         else:
             _measure(trial, device, settings, result)
     except Exception as exc:  # a failing trial is a result, not a crash of the sweep

@@ -6,7 +6,10 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-PHASES = ("prefill", "decode", "train")  # train: forward + backward
+# train: forward + backward; quality: a tiny model trained and scored on a synthetic task;
+# prune: the same model trained, then its heads removed greedily (one row per number of heads kept).
+PHASES = ("prefill", "decode", "train", "quality", "prune")
+TRAINED_PHASES = ("quality", "prune")
 DTYPES = ("float32", "float16", "bfloat16")
 BACKENDS = ("torch-ref", "torch-sdpa", "triton")
 
@@ -31,13 +34,33 @@ class Trial:
     dtype: str
     causal: bool
     params: str = "{}"  # canonical JSON of the variant's own parameters, defaults filled in
+    # Trained phases only: canonical JSON of the task, its parameters and the training settings
+    # (`workloads.quality.spec`), and the seed of initialisation, data and order.
+    quality: str = ""
+    seed: int | None = None
 
     @property
     def param_dict(self) -> dict[str, Any]:
         return json.loads(self.params)
 
     def config(self) -> dict[str, Any]:
+        """The identity of the point. `quality` and `seed` are left out where unset, so the benchmark
+        phases keep the trial_ids they had before the trained phases existed."""
+        config = dataclasses.asdict(self)
+        if not self.quality:
+            del config["quality"]
+        if self.seed is None:
+            del config["seed"]
+        return config
+
+    def columns(self) -> dict[str, Any]:
+        """Every field, unset ones included: the configuration columns of a result row."""
         return dataclasses.asdict(self)
+
+    def row_id(self, heads_kept: int) -> str:
+        """trial_id of a prune trial's row at `heads_kept` heads (the trial's own id is its full model)."""
+        digest = hashlib.sha256(canonical_json({**self.config(), "heads_kept": heads_kept}).encode())
+        return digest.hexdigest()[:16]
 
     @property
     def trial_id(self) -> str:
@@ -47,10 +70,12 @@ class Trial:
     @property
     def label(self) -> str:
         params = " ".join(f"{k}={v}" for k, v in sorted(self.param_dict.items()))
+        trained = f" {json.loads(self.quality)['task']} seed={self.seed}" if self.quality else ""
         return (
             f"{self.variant}/{self.backend}/{self.phase} B={self.batch} N={self.seq_len} "
             f"H={self.n_heads}/{self.n_kv_heads} D={self.head_dim} {self.dtype}"
             + (f" {params}" if params else "")
+            + trained
         )
 
     @classmethod
@@ -86,6 +111,11 @@ class TrialResult:
     task: str | None = None
     accuracy: float | None = None
     loss: float | None = None
+    train_steps: int | None = None
+    model_params: int | None = None
+    train_curve: list[dict[str, float]] | None = None  # [{"step": s, "loss": mean since the last point}]
+    heads_kept: int | None = None
+    removed_head: str | None = None
     device: str | None = None
     host: str | None = None
     node: str = ""
@@ -94,6 +124,12 @@ class TrialResult:
     triton_version: str | None = None
     driver_version: str | None = None
     timestamp: Any = None  # datetime in UTC
+    # Phase prune: one entry per number of heads kept ({"heads_kept", "accuracy", "removed_head"}),
+    # the full model first. Not a column: the sweep writes one row per entry.
+    pruning: list[dict[str, Any]] | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The result columns of a row."""
+        fields = dataclasses.asdict(self)
+        del fields["pruning"]
+        return fields

@@ -8,7 +8,7 @@ import pytest
 
 from analysis.schema import COLUMNS, RESULT_SCHEMA
 from analysis.store import ResultStore, read_results, repair, to_table
-from orchestrator.sweep import make_record
+from orchestrator.sweep import make_records
 from workloads.trial import Trial, TrialResult
 
 REQUIRED = """sweep run_id trial_id variant backend phase batch seq_len n_heads n_kv_heads head_dim dtype
@@ -26,7 +26,9 @@ def record(i: int, run_id: str = "run-a", status: str = "ok") -> dict:
         host="h",
         timestamp=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc),
     )
-    return make_record({"sweep": "s", "run_id": run_id, "attempt": 1, "code_version": "abc"}, trial, result)
+    return make_records({"sweep": "s", "run_id": run_id, "attempt": 1, "code_version": "abc"}, trial, result)[
+        0
+    ]
 
 
 def test_schema_has_the_required_columns():

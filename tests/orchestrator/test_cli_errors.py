@@ -16,7 +16,8 @@ INVALID = [
     ),
     pytest.param(
         ["sweep=nope"],
-        "sweep=nope: no such sweep (available: gpu_table, gqa_heads, kv_cache, moba_long, moh_heads, smoke, ",
+        "sweep=nope: no such sweep (available: gpu_table, gqa_heads, head_pruning, kv_cache, moba_long, "
+        "moh_heads, quality_heads, quality_smoke, smoke, ",
         id="unknown-sweep",
     ),
     pytest.param(
@@ -57,6 +58,47 @@ INVALID = [
         ["sweep.name=../escape"], "sweep.name: '../escape' is not a plain name", id="path-like-name"
     ),
     pytest.param(["executor=slurm"], "executor: 'slurm' is not one of ray, local", id="unknown-executor"),
+    pytest.param(
+        ["sweep.quality.tasks=[mqar,recall]"], "sweep.quality.tasks: unknown task 'recall'", id="unknown-task"
+    ),
+    pytest.param(
+        ["sweep.quality.task_params.mqar.pairs=4"],
+        "sweep.quality.task_params.mqar.pairs: unknown parameter of task 'mqar'",
+        id="unknown-task-param",
+    ),
+    pytest.param(
+        ["sweep.quality.task_params.mqar.num_kv_pairs=1.5"],
+        "sweep.quality.task_params.mqar.num_kv_pairs: must be int, got float 1.5",
+        id="task-param-type",
+    ),
+    pytest.param(
+        ["sweep.quality.task_params.induction.seq_len=32"],
+        "sweep.quality.task_params.induction.seq_len: the task length is the sweep's seq_len axis",
+        id="task-length-in-params",
+    ),
+    pytest.param(
+        ["sweep.quality.steps=0"], "sweep.quality.steps: must be at least 1, got 0", id="zero-steps"
+    ),
+    pytest.param(["sweep.quality.lr=-0.1"], "sweep.quality.lr: must be positive, got -0.1", id="negative-lr"),
+    pytest.param(["sweep.quality.seeds=[]"], "sweep.quality.seeds: empty list", id="no-seeds"),
+    pytest.param(
+        ["sweep.quality.optimizer=sgd"], "sweep.quality.optimizer: unknown key", id="unknown-quality-key"
+    ),
+    pytest.param(
+        ["sweep.phases=[quality]", "sweep.backends=[torch-sdpa]"],
+        "sweep.backends: no valid point for variant mha (phase quality trains the reference layer",
+        id="quality-without-torch-ref",
+    ),
+    pytest.param(
+        ["sweep.phases=[quality]", "sweep.backends=[torch-ref]", "sweep.axes.seq_len=[63]"],
+        "sweep.axes.seq_len: no valid point for variant mha (task mqar at seq_len=63, batch=1: seq_len: must",
+        id="task-length-invalid",
+    ),
+    pytest.param(
+        ["sweep.axes.d_model=[64]", "sweep.axes.n_heads=[3]"],
+        "sweep.axes.d_model: no valid point for variant mha (d_model=64 is not divisible by n_heads=3)",
+        id="width-not-divisible",
+    ),
 ]
 
 

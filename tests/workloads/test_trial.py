@@ -1,12 +1,13 @@
 """Trial identity: ids depend on the resolved configuration only, in every process."""
 
 import dataclasses
+import hashlib
 import subprocess
 import sys
 
 import pytest
 
-from workloads.trial import Trial
+from workloads.trial import Trial, canonical_json
 
 TRIAL = Trial("gqa", "triton", "prefill", 2, 100, 8, 2, 64, "bfloat16", True, '{"x":1}')
 
@@ -24,8 +25,37 @@ def test_trial_id_is_stable_across_processes():
 @pytest.mark.parametrize("field", [f.name for f in dataclasses.fields(Trial)])
 def test_every_field_changes_the_id(field):
     value = getattr(TRIAL, field)
-    changed = (not value) if isinstance(value, bool) else value + (1 if isinstance(value, int) else "x")
+    if value is None:
+        changed = 0
+    else:
+        changed = (not value) if isinstance(value, bool) else value + (1 if isinstance(value, int) else "x")
     assert dataclasses.replace(TRIAL, **{field: changed}).trial_id != TRIAL.trial_id
+
+
+def test_benchmark_trials_keep_the_ids_they_had_before_the_trained_phases():
+    """The id is the hash of the eleven benchmark fields alone while quality and seed are unset."""
+    before = {
+        "variant": "gqa",
+        "backend": "triton",
+        "phase": "prefill",
+        "batch": 2,
+        "seq_len": 100,
+        "n_heads": 8,
+        "n_kv_heads": 2,
+        "head_dim": 64,
+        "dtype": "bfloat16",
+        "causal": True,
+        "params": '{"x":1}',
+    }
+    assert TRIAL.trial_id == hashlib.sha256(canonical_json(before).encode()).hexdigest()[:16]
+    assert TRIAL.columns() == {**before, "quality": "", "seed": None}
+
+
+def test_prune_rows_have_ids_of_their_own():
+    trained = dataclasses.replace(TRIAL, phase="prune", quality='{"task":"mqar"}', seed=0)
+    ids = {trained.trial_id, *(trained.row_id(k) for k in range(1, 9))}
+    assert len(ids) == 9
+    assert trained.row_id(3) == dataclasses.replace(trained).row_id(3)
 
 
 def test_config_round_trip():

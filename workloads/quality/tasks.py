@@ -254,13 +254,21 @@ class SelectiveCopy(Task):
 TASKS: dict[str, type[Task]] = {cls.name: cls for cls in (MQAR, Induction, SelectiveCopy)}
 
 
-def make_task(name: str, **params: typing.Any) -> Task:
-    """The task `name` with `params` over its defaults; ValueError 'key: reason' for anything invalid."""
+def check_task_params(name: str, params: dict[str, typing.Any]) -> None:
+    """ValueError 'key: reason' for an unknown task, key or a value of the wrong type. The constraints
+    between parameters (which involve seq_len) are checked when the task is made."""
     if name not in TASKS:
         raise ValueError(f"task: unknown task {name!r}; known: {', '.join(sorted(TASKS))}")
     cls = TASKS[name]
+    hints = typing.get_type_hints(cls)
     known = [f.name for f in dataclasses.fields(cls)]
-    for key in params:
+    for key, value in params.items():
         if key not in known:
             raise ValueError(f"{key}: unknown parameter of task {name!r}; known: {', '.join(known)}")
-    return cls(**params)
+        _check_type(key, value, hints[key])
+
+
+def make_task(name: str, **params: typing.Any) -> Task:
+    """The task `name` with `params` over its defaults; ValueError 'key: reason' for anything invalid."""
+    check_task_params(name, params)
+    return TASKS[name](**params)

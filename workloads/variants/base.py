@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from workloads.backends import TRITON_HEAD_DIMS
-from workloads.trial import Trial
+from workloads.trial import TRAINED_PHASES, Trial
 
 # (backend, phase) -> callable(trial, inputs) -> output
 Implementation = Callable[[Trial, dict[str, torch.Tensor]], torch.Tensor]
@@ -136,6 +136,8 @@ class Variant:
     train_backends: tuple[str, ...] = ("torch-ref", "torch-sdpa")
     kv_heads: str = "n_heads"  # "n_heads" (MHA-like), "one" (one KV head) or "axis" (the n_kv_heads axis)
     output_projection: bool = True  # False when the variant's own math ends in d_model (SwitchHead)
+    # The forward returns per-head outputs [B, H, N, Dv] that the layer's head mask scales (phase prune).
+    maskable_heads: bool = True
 
     def check_params(self, params: Mapping[str, Any]) -> dict[str, Any]:
         """Defaults merged with `params`; ValueError "key: reason" on the first unknown or invalid key."""
@@ -172,6 +174,14 @@ class Variant:
 
     def unsupported(self, backend: str, phase: str) -> str | None:
         """Why (backend, phase) cannot run this variant, or None when it can."""
+        if phase in TRAINED_PHASES:
+            if backend != "torch-ref":
+                return f"phase {phase} trains the reference layer of {self.name} (backend torch-ref only)"
+            if ("torch-ref", "prefill") not in self.implementations:
+                return f"{self.name} has no trainable reference layer"
+            if phase == "prune" and not self.maskable_heads:
+                return f"{self.name} mixes its heads before the output, so a head cannot be masked alone"
+            return None
         if phase == "train":
             if (backend, "prefill") in self.implementations and backend in self.train_backends:
                 return None
@@ -257,6 +267,8 @@ class Variant:
         raise NotImplementedError
 
     def trial_cost(self, trial: Trial) -> Cost:
+        if trial.phase in TRAINED_PHASES:  # the attention of the trained model, one forward
+            return self.cost(replace(trial, phase="prefill"))
         if trial.phase != "train":
             return self.cost(trial)
         forward = self.cost(replace(trial, phase="prefill"))

@@ -56,6 +56,7 @@ class SwitchHead(Variant):
     param_defaults = {"experts": 4, "top_k": 2}
     kv_heads = "n_heads"
     output_projection = False
+    maskable_heads = False  # its output experts sum over heads inside the forward
     implementations = {("torch-ref", "prefill"): _torch_ref}
 
     def validate_params(self, params: dict) -> None:

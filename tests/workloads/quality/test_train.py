@@ -23,7 +23,7 @@ MHA = layer_trial("mha", n_heads=2, n_kv_heads=2, head_dim=16)
 def test_mha_learns_tiny_mqar_and_frozen_attention_does_not():
     """Recall needs attention: with the attention layers frozen at their random initialisation, the
     embeddings and MLPs alone stay near chance (1 / 24 values)."""
-    learned = train_variant(MHA, TASK, SETTINGS)
+    _, learned = train_variant(MHA, TASK, SETTINGS)
     assert learned.accuracy >= 0.9, learned
     assert learned.curve[0][1] > learned.loss and learned.steps == 400
     with deterministic(SETTINGS.seed):
@@ -36,9 +36,9 @@ def test_mha_learns_tiny_mqar_and_frozen_attention_does_not():
 
 def test_same_settings_same_accuracy_and_curve():
     short = TrainSettings(steps=30, batch_size=32, n_train=256, n_eval=64, log_every=10)
-    first, second = (train_variant(MHA, TASK, short) for _ in range(2))
+    first, second = (train_variant(MHA, TASK, short)[1] for _ in range(2))
     assert first.accuracy == second.accuracy and first.curve == second.curve
-    other_seed = train_variant(MHA, TASK, TrainSettings(**{**short.__dict__, "seed": 1}))
+    _, other_seed = train_variant(MHA, TASK, TrainSettings(**{**short.__dict__, "seed": 1}))
     assert other_seed.curve != first.curve
 
 
