@@ -236,6 +236,10 @@ def _validate_quality(quality: DictConfig) -> None:
     except ValueError as exc:
         raise ConfigError(f"sweep.quality.{exc}") from exc
     for task, params in quality.task_params.items():
+        if task not in TASKS:
+            raise ConfigError(
+                f"sweep.quality.task_params.{task}: unknown task (known: {', '.join(sorted(TASKS))})"
+            )
         try:
             quality_json(str(task), OmegaConf.to_container(params), train)
         except ValueError as exc:

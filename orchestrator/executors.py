@@ -42,6 +42,11 @@ class TrialWorker:
     """Ray actor body: runs trials on the resources Ray gave it (a GPU, or some CPU slots)."""
 
     def __init__(self, settings: MeasureSettings, threads: int):
+        import os
+
+        # Before CUDA first runs in this process: cuBLAS is deterministic only with a fixed workspace,
+        # which the trained phases need (`workloads.quality.train.deterministic`).
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         import torch
 
         torch.set_num_threads(threads)

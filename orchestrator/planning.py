@@ -83,7 +83,8 @@ def _check_trained(trial: Trial) -> None:
         trial_task(trial)
         check_settings(trial_settings(trial))
     except ValueError as exc:
-        axis = "batch" if str(exc).startswith("batch:") else "seq_len"
+        key = str(exc).split(":", 1)[0]
+        axis = key if key in ("batch", "seq_len") else "quality"
         where = f"task {task} at seq_len={trial.seq_len}, batch={trial.batch}"
         raise InvalidPoint(axis, f"{where}: {exc}") from exc
 

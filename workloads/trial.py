@@ -19,6 +19,10 @@ def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
+def _digest(config: dict[str, Any]) -> str:
+    return hashlib.sha256(canonical_json(config).encode()).hexdigest()[:16]
+
+
 @dataclass(frozen=True)
 class Trial:
     """A fully resolved point: every variant constraint already applied (see `Variant.resolve`)."""
@@ -54,18 +58,16 @@ class Trial:
         return config
 
     def columns(self) -> dict[str, Any]:
-        """Every field, unset ones included: the configuration columns of a result row."""
-        return dataclasses.asdict(self)
+        """Every field, unset ones as None: the configuration columns of a result row."""
+        return {**dataclasses.asdict(self), "quality": self.quality or None}
 
     def row_id(self, heads_kept: int) -> str:
         """trial_id of a prune trial's row at `heads_kept` heads (the trial's own id is its full model)."""
-        digest = hashlib.sha256(canonical_json({**self.config(), "heads_kept": heads_kept}).encode())
-        return digest.hexdigest()[:16]
+        return _digest({**self.config(), "heads_kept": heads_kept})
 
     @property
     def trial_id(self) -> str:
-        digest = hashlib.sha256(canonical_json(self.config()).encode()).hexdigest()
-        return digest[:16]
+        return _digest(self.config())
 
     @property
     def label(self) -> str:

@@ -4,6 +4,7 @@ import datetime as dt
 
 import pandas as pd
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 import pytest
 
 from analysis.schema import COLUMNS, RESULT_SCHEMA
@@ -91,3 +92,27 @@ def test_repair_removes_parts_of_compacted_runs(tmp_path):
 def test_reading_a_missing_dataset_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="no results dataset"):
         read_results(tmp_path / "nothing")
+
+
+def test_a_dataset_started_by_older_code_reads_with_every_column(tmp_path):
+    """A run written before the trained phases (no quality/seed/... columns) next to a newer one with
+    a training curve: read_results gives both with the current schema, and the report builds."""
+    from analysis.report import build_report
+
+    old_columns = [c for c in COLUMNS if c not in ("quality", "seed", "train_curve", "heads_kept")]
+    old = to_table([record(0, run_id="run-old")]).select(old_columns)
+    (tmp_path / "s").mkdir()
+    pq.write_table(old, tmp_path / "s" / "run-old.parquet")
+    new = record(1, run_id="run-new")
+    new.update(
+        phase="quality", backend="torch-ref", task="mqar", accuracy=0.5, seed=3, quality='{"task":"mqar"}'
+    )
+    new.update(latency_ms=None, train_curve=[{"step": 10, "loss": 2.5}, {"step": 20, "loss": 1.5}])
+    ResultStore(tmp_path, "s", "run-new").append([new])
+    frame = read_results(tmp_path / "s")
+    assert list(frame.columns) == list(COLUMNS) and len(frame) == 2
+    by_run = frame.set_index("run_id")
+    assert pd.isna(by_run.loc["run-old", "seed"]) and by_run.loc["run-new", "seed"] == 3
+    assert [dict(p) for p in by_run.loc["run-new", "train_curve"]] == new["train_curve"]
+    paths = build_report(tmp_path / "s", tmp_path / "report")
+    assert "## Quality" in paths.markdown.read_text()

@@ -95,6 +95,20 @@ INVALID = [
         id="task-length-invalid",
     ),
     pytest.param(
+        [
+            "sweep.phases=[quality]",
+            "sweep.backends=[torch-ref]",
+            "sweep.quality.task_params.mqar.vocab_size=16",
+        ],
+        "sweep.quality.task_params: no valid point for variant mha (task mqar at seq_len=64, batch=1: vocab",
+        id="task-vocab-too-small",
+    ),
+    pytest.param(
+        ["sweep.quality.task_params.copy.n_tokens=4"],
+        "sweep.quality.task_params.copy: unknown task (known: induction, mqar, selective_copy)",
+        id="task-params-of-unknown-task",
+    ),
+    pytest.param(
         ["sweep.axes.d_model=[64]", "sweep.axes.n_heads=[3]"],
         "sweep.axes.d_model: no valid point for variant mha (d_model=64 is not divisible by n_heads=3)",
         id="width-not-divisible",

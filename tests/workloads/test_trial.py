@@ -48,7 +48,8 @@ def test_benchmark_trials_keep_the_ids_they_had_before_the_trained_phases():
         "params": '{"x":1}',
     }
     assert TRIAL.trial_id == hashlib.sha256(canonical_json(before).encode()).hexdigest()[:16]
-    assert TRIAL.columns() == {**before, "quality": "", "seed": None}
+    assert TRIAL.trial_id == "31cc5e2288d02845"  # the id this trial had before (code of be070fc)
+    assert TRIAL.columns() == {**before, "quality": None, "seed": None}
 
 
 def test_prune_rows_have_ids_of_their_own():

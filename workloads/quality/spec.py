@@ -8,6 +8,8 @@ equal settings always give equal trial_ids.
 
 import dataclasses
 import json
+import math
+import typing
 from dataclasses import replace
 from typing import Any
 
@@ -15,7 +17,7 @@ import torch
 
 from workloads.quality.pruning import prune_greedily
 from workloads.quality.tasks import TASKS, Task, check_task_params, make_task
-from workloads.quality.train import TrainSettings, deterministic, train_variant
+from workloads.quality.train import TrainSettings, datasets, deterministic, train_variant
 from workloads.trial import Trial, TrialResult, canonical_json
 
 # Settings that come from the trial itself, or only shape the logged curve, are not part of the JSON.
@@ -31,6 +33,17 @@ def task_defaults(name: str) -> dict[str, Any]:
     return {f.name: f.default for f in fields if f.name != "seq_len"}
 
 
+def _typed(cls: type, values: dict[str, Any]) -> dict[str, Any]:
+    """Whole numbers given for float fields as floats, so `power_a=1` and `power_a=1.0` hash alike."""
+    hints = typing.get_type_hints(cls)
+    return {
+        key: float(value)
+        if hints.get(key) is float and isinstance(value, int) and not isinstance(value, bool)
+        else value
+        for key, value in values.items()
+    }
+
+
 def quality_json(task: str, task_params: dict[str, Any], train: dict[str, Any]) -> str:
     """Canonical `Trial.quality`; ValueError "key: reason" for an unknown task, key or type."""
     check_task_params(task, task_params)
@@ -40,7 +53,8 @@ def quality_json(task: str, task_params: dict[str, Any], train: dict[str, Any]) 
     if unknown:
         raise ValueError(f"{unknown[0]}: not a training setting (known: {', '.join(TRAIN_KEYS)})")
     defaults = TrainSettings()
-    settings = {key: train.get(key, getattr(defaults, key)) for key in TRAIN_KEYS}
+    settings = _typed(TrainSettings, {key: train.get(key, getattr(defaults, key)) for key in TRAIN_KEYS})
+    task_params = _typed(TASKS[task], task_params)
     return canonical_json(
         {"task": task, "task_params": {**task_defaults(task), **task_params}, "train": settings}
     )
@@ -54,7 +68,7 @@ def trial_task(trial: Trial) -> Task:
 
 def train_settings(train: dict[str, Any], *, batch_size: int, seed: int) -> TrainSettings:
     """TrainSettings from the JSON's "train" part and the trial's batch and seed."""
-    log_every = max(1, train["steps"] // CURVE_POINTS)
+    log_every = math.ceil(train["steps"] / CURVE_POINTS)
     return TrainSettings(**train, batch_size=batch_size, seed=seed, log_every=log_every)
 
 
@@ -88,13 +102,11 @@ def run_trained(trial: Trial, device: torch.device, result: TrialResult) -> None
     result.train_curve = [{"step": step, "loss": loss} for step, loss in outcome.curve]
     if trial.phase == "prune":
         result.heads_kept = trial.n_heads * settings.n_layers
-        # Importance from training examples, accuracy on the held-out ones (as train_and_evaluate).
-        train = task.generate(settings.n_eval, settings.seed)
-        held_out = task.generate(settings.n_eval, settings.seed + 1)
+        # Importance on (the first n_eval) training examples, accuracy on the held-out ones.
+        train, held_out = datasets(task, settings)
+        train = tuple(t[: settings.n_eval].to(device) for t in train)
         with deterministic(settings.seed):
-            points = prune_greedily(
-                model, tuple(t.to(device) for t in train), tuple(t.to(device) for t in held_out)
-            )
+            points = prune_greedily(model, train, tuple(t.to(device) for t in held_out))
         result.pruning = [
             {
                 "heads_kept": point.heads_kept,

@@ -72,9 +72,10 @@ def accuracy(model: TinyLM, inputs: torch.Tensor, targets: torch.Tensor, batch_s
 def train_and_evaluate(
     model: TinyLM, task: Task, settings: TrainSettings, device: torch.device | str = "cpu"
 ) -> TrainOutcome:
-    """Train on task.generate(n_train, seed), evaluate on task.generate(n_eval, seed + 1) (held out)."""
-    train_inputs, train_targets = (t.to(device) for t in task.generate(settings.n_train, settings.seed))
-    eval_inputs, eval_targets = (t.to(device) for t in task.generate(settings.n_eval, settings.seed + 1))
+    """Train on the training set of `datasets`, evaluate on its held-out set."""
+    (train_inputs, train_targets), (eval_inputs, eval_targets) = (
+        tuple(t.to(device) for t in pair) for pair in datasets(task, settings)
+    )
     model.to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     order = torch.Generator().manual_seed(settings.seed)
@@ -107,21 +108,28 @@ def train_and_evaluate(
     )
 
 
+def datasets(task: Task, settings: TrainSettings) -> tuple[tuple[torch.Tensor, torch.Tensor], ...]:
+    """(training set, held-out set): task.generate(n_train, seed) and task.generate(n_eval, seed + 1)."""
+    return task.generate(settings.n_train, settings.seed), task.generate(settings.n_eval, settings.seed + 1)
+
+
 @contextlib.contextmanager
 def deterministic(seed: int) -> Iterator[None]:
-    """Seeded RNG and torch's deterministic algorithms inside the block (the previous mode is restored)."""
+    """Seeded RNG and torch's deterministic algorithms inside the block; the RNG state and the previous
+    mode are restored after it."""
     # cuBLAS is deterministic only with a fixed workspace (read when CUDA first creates its handle).
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     previous = (
         torch.are_deterministic_algorithms_enabled(),
         torch.is_deterministic_algorithms_warn_only_enabled(),
     )
-    torch.manual_seed(seed)
     # warn_only: an op without a deterministic CUDA kernel (some scatter/index ops of the routed
     # variants) warns instead of failing the trial; on the CPU every op used here is deterministic.
     torch.use_deterministic_algorithms(True, warn_only=True)
     try:
-        yield
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            yield
     finally:
         torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
 

@@ -58,8 +58,12 @@ def test_same_trial_same_accuracy_and_curve():
     assert other_seed.train_curve != first.train_curve
 
 
-def test_prune_gives_accuracy_for_every_number_of_heads_kept():
-    result = run_trial(trained_trial(phase="prune"))
+MASKABLE = [name for name in SHIPPED if get_variant(name).maskable_heads]
+
+
+@pytest.mark.parametrize("variant", MASKABLE)
+def test_prune_gives_accuracy_for_every_number_of_heads_kept(variant):
+    result = run_trial(trained_trial(variant, phase="prune"))
     assert result.status == "ok", result.error
     kept = [point["heads_kept"] for point in result.pruning]
     assert kept == list(range(8, 1, -1))  # 2 layers x 4 heads, down to one head per layer
@@ -67,7 +71,7 @@ def test_prune_gives_accuracy_for_every_number_of_heads_kept():
     removed = [point["removed_head"] for point in result.pruning[1:]]
     assert len(set(removed)) == 6 and all(h.split(".")[0] in ("0", "1") for h in removed)
     # The full model of prune is the model quality trains: same seed, same accuracy.
-    assert result.accuracy == run_trial(trained_trial()).accuracy
+    assert result.accuracy == run_trial(trained_trial(variant)).accuracy
 
 
 @pytest.mark.parametrize(
@@ -123,6 +127,11 @@ def test_quality_json_refuses_what_it_cannot_describe(task, params, train, messa
         quality_json(task, params, train)
 
 
-def test_training_never_leaves_deterministic_mode_on():
+def test_training_leaves_the_global_torch_state_as_it_was():
+    torch.manual_seed(1234)
+    expected = torch.rand(3)
+    torch.manual_seed(1234)
     run_trial(trained_trial())
+    assert torch.equal(torch.rand(3), expected), "the global RNG was reseeded or consumed"
     assert not torch.are_deterministic_algorithms_enabled()
+    assert not torch.is_deterministic_algorithms_warn_only_enabled()
