@@ -7,7 +7,9 @@ dot- and underscore-prefixed names). When a run ends its parts are compacted int
 `repair` finishes that deletion if a crash interrupted it.
 """
 
+import fcntl
 import os
+import socket
 import uuid
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -74,6 +76,61 @@ def repair(path: str | os.PathLike) -> None:
         if "-part-" not in final.name:
             for part in root.glob(f"{final.stem}-part-*.parquet"):
                 part.unlink(missing_ok=True)
+
+
+class StoreBusy(RuntimeError):
+    """Another process is writing this sweep's dataset."""
+
+
+class StoreLock:
+    """An exclusive lock on a sweep's dataset directory (`.lock`, flock'ed), held while a run writes.
+
+    The kernel releases it when the holder exits, however it exits (SIGKILL included), so a stale
+    lock never blocks a rerun. Local and most shared filesystems honour flock."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path) / ".lock"
+        self._file = None
+
+    def __enter__(self) -> "StoreLock":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = self.path.open("a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise StoreBusy(
+                f"{self.path.parent}: another attnsweep run is writing this sweep's results ({holder}); "
+                "wait for it to finish, or give this run another results_dir"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+        handle.flush()
+        self._file = handle
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._file is not None:
+            fcntl.flock(self._file, fcntl.LOCK_UN)
+            self._file.close()
+            self._file = None
+
+
+def trial_history(path: str | os.PathLike) -> pd.DataFrame:
+    """Per trial_id already in the dataset: its latest status (by timestamp) and how many rows
+    (attempts) it has. Empty when there is no dataset yet."""
+    root = Path(path)
+    if not root.is_dir() or not any(root.glob("*.parquet")):
+        return pd.DataFrame(columns=["status", "attempts"], index=pd.Index([], name="trial_id"))
+    rows = ds.dataset(root, format="parquet", schema=RESULT_SCHEMA).to_table(
+        columns=["trial_id", "status", "timestamp"]
+    )
+    frame = rows.to_pandas().sort_values("timestamp", kind="stable")
+    grouped = frame.groupby("trial_id", sort=False)
+    return pd.DataFrame({"status": grouped["status"].last(), "attempts": grouped.size()})
 
 
 def read_table(path: str | os.PathLike, run_id: str | None = None) -> pa.Table:

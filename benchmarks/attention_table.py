@@ -37,17 +37,16 @@ def comparison(rows: pd.DataFrame) -> pd.DataFrame:
 
 def main(overrides: list[str]) -> int:
     with tempfile.TemporaryDirectory() as scratch:
-        cfg = load_config(
-            [
-                "sweep=gpu_table",
-                "executor=local",
-                "tracking.enabled=false",
-                "report=false",
-                "progress=lines",
-                f"results_dir={scratch}",
-                *overrides,
-            ]
-        )
+        defaults = [
+            "sweep=gpu_table",
+            "executor=local",
+            "tracking.enabled=false",
+            "report=false",
+            "progress=lines",
+            f"results_dir={scratch}",
+        ]
+        given = {o.split("=", 1)[0] for o in overrides}  # a key may be given once: the user's wins
+        cfg = load_config([d for d in defaults if d.split("=", 1)[0] not in given] + overrides)
         outcome = run_sweep(cfg)
         rows = read_results(outcome.results_path, run_id=outcome.run_id)
     device = str(rows["device"].iloc[0])

@@ -19,8 +19,8 @@ def _fail(code: int, message: str) -> int:
     return code
 
 
-def cmd_plan(overrides: list[str]) -> int:
-    cfg = load_config(overrides)
+def cmd_plan(overrides: list[str], sweep_dirs: tuple[str, ...] = ()) -> int:
+    cfg = load_config(overrides, sweep_dirs)
     plan = plan_trials(cfg.sweep)
     print(f"sweep {cfg.sweep.name}: {plan.describe()}")
     for trial in plan.trials:
@@ -28,18 +28,35 @@ def cmd_plan(overrides: list[str]) -> int:
     return 0
 
 
-def cmd_run(overrides: list[str]) -> int:
-    cfg = load_config(overrides)
+def cmd_run(overrides: list[str], sweep_dirs: tuple[str, ...] = ()) -> int:
+    cfg = load_config(overrides, sweep_dirs)
     plan = plan_trials(cfg.sweep)
+    if len(plan.trials) > cfg.max_trials:
+        raise ConfigError(
+            f"max_trials={cfg.max_trials}: the plan has {len(plan.trials)} trials; "
+            f"pass max_trials={len(plan.trials)} to run them all (`attnsweep plan` lists them)"
+        )
     for reason, count in sorted(plan.skipped.items()):
         print(f"attnsweep: skipped {count} point(s): {reason}", file=sys.stderr)
+    from analysis.store import StoreBusy
     from orchestrator.executors import ExecutorError
     from orchestrator.sweep import run_sweep
 
     try:
         outcome = run_sweep(cfg, plan)
-    except ExecutorError as exc:
+    except (ExecutorError, StoreBusy) as exc:
         return _fail(FAILURE, str(exc))
+    if outcome.already_done:
+        print(
+            f"attnsweep: {outcome.already_done} of {len(plan.trials)} trials already done in "
+            f"{outcome.results_path} (resume=false measures everything again)",
+            file=sys.stderr,
+        )
+    if not outcome.run_id:
+        print(f"sweep {cfg.sweep.name}: nothing to run")
+        if outcome.report_path is not None:
+            print(f"report:  {outcome.report_path}")
+        return 0
     counts = ", ".join(f"{n} {status}" for status, n in sorted(outcome.counts.items()))
     print(f"sweep {cfg.sweep.name} run {outcome.run_id}: {counts}")
     print(f"results: {outcome.results_path}")
@@ -65,6 +82,19 @@ def cmd_report(results: str, out: str | None) -> int:
     return 0
 
 
+def cmd_sync(results: str, tracking_uri: str | None) -> int:
+    from orchestrator.sync import SyncError, sync
+
+    try:
+        outcome = sync(results, tracking_uri)
+    except (FileNotFoundError, ValueError) as exc:
+        return _fail(USAGE_ERROR, f"RESULTS={results}: {exc}")
+    except SyncError as exc:
+        return _fail(FAILURE, str(exc))
+    print(f"synced {outcome.synced} rows to MLflow ({outcome.already} already there) at {outcome.uri}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="attnsweep", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -72,9 +102,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. sweep.axes.seq_len=[512,1024]")
     plan = sub.add_parser("plan", help="list the trials a sweep would run, without running them")
     plan.add_argument("overrides", nargs="*")
+    for command in (run, plan):
+        command.add_argument(
+            "--sweeps", action="append", default=[], metavar="DIR", help="also look for DIR/sweep/NAME.yaml"
+        )
     report = sub.add_parser("report", help="write index.html and summary.md for a results dataset")
     report.add_argument("results", help="a sweep's dataset directory, e.g. results/smoke")
     report.add_argument("--out", help="output directory (default: reports/<sweep>)")
+    sync = sub.add_parser("sync", help="log to MLflow the rows of a results dataset that it lacks")
+    sync.add_argument("results", help="a sweep's dataset directory, e.g. results/smoke")
+    sync.add_argument(
+        "--tracking-uri", help="MLflow store (default: as `run`: MLFLOW_TRACKING_URI, else ./mlflow.db)"
+    )
     return parser
 
 
@@ -82,9 +121,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "run":
-            return cmd_run(args.overrides)
+            return cmd_run(args.overrides, tuple(args.sweeps))
         if args.command == "plan":
-            return cmd_plan(args.overrides)
+            return cmd_plan(args.overrides, tuple(args.sweeps))
+        if args.command == "sync":
+            return cmd_sync(args.results, args.tracking_uri)
         return cmd_report(args.results, args.out)
     except ConfigError as exc:
         return _fail(USAGE_ERROR, str(exc))

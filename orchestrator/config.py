@@ -6,8 +6,10 @@ value at fault, before any work starts (the CLI turns it into exit code 2).
 
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import yaml
 from hydra import compose, initialize_config_module
 from hydra.core.config_store import ConfigStore
 from hydra.core.global_hydra import GlobalHydra
@@ -84,6 +86,11 @@ class RayConf:
     num_gpus: int | None = None
     cpu_workers: int = 2
     cpus_per_worker: int = 1
+    # A trial running longer is recorded as `timeout` and its worker replaced (null: no limit).
+    trial_timeout_s: float | None = 1800.0
+    # Runs of a trial whose worker process died (SIGKILL, a poisoned CUDA context) before it is
+    # recorded as `error` ("worker died").
+    max_attempts: int = 2
 
 
 @dataclass
@@ -100,6 +107,12 @@ class Config:
     reports_dir: str = "reports"
     report: bool = True
     progress: str = "auto"
+    # Skip trials the results store already holds with a terminal status (ok, oom, unsupported).
+    resume: bool = True
+    # On resume, run trials whose latest row is `error` or `timeout` again.
+    retry_failed: bool = True
+    # A larger plan is refused (the count is printed); pass max_trials=N to run it.
+    max_trials: int = 2000
     ray: RayConf = field(default_factory=RayConf)
     tracking: TrackingConf = field(default_factory=TrackingConf)
     measure: MeasureSettings = field(default_factory=MeasureSettings)
@@ -112,12 +125,39 @@ PROGRESS_MODES = ("auto", "bar", "lines", "off")
 SWEEP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
-def available_sweeps() -> list[str]:
+def available_sweeps(sweep_dirs: tuple[str, ...] = ()) -> list[str]:
     from importlib.resources import files
 
+    folders = [files("orchestrator.conf") / "sweep", *(Path(d) / "sweep" for d in sweep_dirs)]
     return sorted(
-        p.name[:-5] for p in (files("orchestrator.conf") / "sweep").iterdir() if p.name.endswith(".yaml")
+        {
+            p.name[:-5]
+            for folder in folders
+            if folder.is_dir()
+            for p in folder.iterdir()
+            if p.name.endswith(".yaml")
+        }
     )
+
+
+def _search_path(sweep_dirs: tuple[str, ...]) -> list[str]:
+    """`--sweeps DIR`: DIR/sweep/<name>.yaml are sweeps too (Hydra's search path)."""
+    for folder in sweep_dirs:
+        if not (Path(folder) / "sweep").is_dir():
+            raise ConfigError(
+                f"--sweeps {folder}: no directory {Path(folder) / 'sweep'} (sweeps go in DIR/sweep/NAME.yaml)"
+            )
+    if not sweep_dirs:
+        return []
+    return ["hydra.searchpath=[" + ",".join(f"file://{Path(d).resolve()}" for d in sweep_dirs) + "]"]
+
+
+def _yaml_cause(exc: BaseException) -> yaml.MarkedYAMLError | None:
+    while exc is not None:
+        if isinstance(exc, yaml.MarkedYAMLError):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def _omegaconf_cause(exc: BaseException) -> OmegaConfBaseException | None:
@@ -128,11 +168,16 @@ def _omegaconf_cause(exc: BaseException) -> OmegaConfBaseException | None:
     return None
 
 
-def _one_line(exc: BaseException, overrides: list[str]) -> str:
+def _one_line(exc: BaseException, overrides: list[str], sweep_dirs: tuple[str, ...] = ()) -> str:
     """Hydra's multi-line errors, reduced to the key and value at fault."""
+    wanted = next((o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0] == "sweep"), "?")
     if isinstance(exc, MissingConfigException) and "sweep" in str(exc):
-        wanted = next((o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0] == "sweep"), "?")
-        return f"sweep={wanted}: no such sweep (available: {', '.join(available_sweeps())})"
+        return f"sweep={wanted}: no such sweep (available: {', '.join(available_sweeps(sweep_dirs))})"
+    malformed = _yaml_cause(exc)
+    if malformed is not None:
+        mark = malformed.problem_mark
+        where = f"{mark.name}, line {mark.line + 1}, column {mark.column + 1}" if mark else "?"
+        return f"sweep={wanted}: malformed YAML ({where}: {malformed.problem})"
     cause = _omegaconf_cause(exc)
     if cause is not None and getattr(cause, "full_key", None):
         reason = str(cause).splitlines()[0]
@@ -143,12 +188,21 @@ def _one_line(exc: BaseException, overrides: list[str]) -> str:
 
 
 def _check_syntax(overrides: list[str]) -> None:
+    """Each override parses; no key is given twice with different values (Hydra would silently keep
+    the last); a sweep is a plain name, never a path."""
     parser = OverridesParser.create()
+    given: dict[str, str] = {}
     for override in overrides:
         try:
-            parser.parse_overrides([override])
+            (parsed,) = parser.parse_overrides([override])
         except OverrideParseException as exc:
             raise ConfigError(f"{override}: cannot parse ({str(exc).splitlines()[0]})") from exc
+        key, value = parsed.key_or_group.lstrip("+~"), override.split("=", 1)[-1]
+        if key in given and given[key] != value:
+            raise ConfigError(f"{key}: given twice, as {given[key]} and as {value} (keep one)")
+        given[key] = value
+        if key == "sweep" and not SWEEP_NAME.match(value):
+            raise ConfigError(f"sweep={value}: not a sweep name (letters, digits, '_', '.', '-'; no paths)")
 
 
 def _open_params(overrides: list[str]) -> list[str]:
@@ -158,22 +212,23 @@ def _open_params(overrides: list[str]) -> list[str]:
     return [f"++{o}" if o.startswith(open_keys) else o for o in overrides]
 
 
-def compose_config(overrides: list[str]) -> DictConfig:
-    """The composed config (defaults + overrides), typed and in struct mode."""
+def compose_config(overrides: list[str], sweep_dirs: tuple[str, ...] = ()) -> DictConfig:
+    """The composed config (defaults + overrides, sweeps also from `sweep_dirs`), typed and in struct mode."""
     overrides = list(overrides)
     _check_syntax(overrides)
+    search_path = _search_path(sweep_dirs)
     GlobalHydra.instance().clear()
     try:
         with initialize_config_module(config_module="orchestrator.conf", version_base="1.3"):
-            cfg = compose(config_name="config", overrides=_open_params(overrides))
+            cfg = compose(config_name="config", overrides=[*search_path, *_open_params(overrides)])
         # '+key=value' can add keys Hydra lets through; the schema refuses them (and wrong types).
         schema = OmegaConf.structured(Config)
         OmegaConf.set_struct(schema, True)
         OmegaConf.set_struct(schema.sweep.params, False)  # open: each variant checks its own params
         OmegaConf.set_struct(schema.sweep.quality.task_params, False)  # open: each task checks its own
         OmegaConf.merge(schema, OmegaConf.to_container(cfg))
-    except (HydraException, OmegaConfBaseException, ValueError) as exc:
-        raise ConfigError(_one_line(exc, overrides)) from exc
+    except (HydraException, OmegaConfBaseException, ValueError, yaml.YAMLError) as exc:
+        raise ConfigError(_one_line(exc, overrides, sweep_dirs)) from exc
     return cfg
 
 
@@ -218,9 +273,17 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"executor: {cfg.executor!r} is not one of {', '.join(EXECUTORS)}")
     if cfg.progress not in PROGRESS_MODES:
         raise ConfigError(f"progress: {cfg.progress!r} is not one of {', '.join(PROGRESS_MODES)}")
-    for key in ("cpu_workers", "cpus_per_worker"):
+    for key in ("cpu_workers", "cpus_per_worker", "max_attempts"):
         if cfg.ray[key] < 1:
             raise ConfigError(f"ray.{key}: {cfg.ray[key]} must be at least 1")
+    if cfg.ray.trial_timeout_s is not None and cfg.ray.trial_timeout_s <= 0:
+        raise ConfigError(f"ray.trial_timeout_s: {cfg.ray.trial_timeout_s} must be positive (null: no limit)")
+    if cfg.max_trials < 1:
+        raise ConfigError(f"max_trials: {cfg.max_trials} must be at least 1")
+    if cfg.executor == "local" and cfg.ray.address:
+        raise ConfigError(
+            f"ray.address={cfg.ray.address}: executor=local runs without Ray (drop one of the two)"
+        )
     for key in ("warmup_ms", "rep_ms", "min_run_time_s"):
         if cfg.measure[key] <= 0:
             raise ConfigError(f"measure.{key}: {cfg.measure[key]} must be positive")
@@ -246,7 +309,7 @@ def _validate_quality(quality: DictConfig) -> None:
             raise ConfigError(f"sweep.quality.task_params.{task}.{exc}") from exc
 
 
-def load_config(overrides: list[str]) -> DictConfig:
-    cfg = compose_config(overrides)
+def load_config(overrides: list[str], sweep_dirs: tuple[str, ...] = ()) -> DictConfig:
+    cfg = compose_config(overrides, sweep_dirs)
     validate(cfg)
     return cfg

@@ -8,10 +8,13 @@ GPU; each actor gets its next trial when it returns one, and the driver collects
 """
 
 import datetime as dt
+import os
 import socket
+import time
 import traceback
 from collections import deque
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from orchestrator.config import RayConf
 from workloads.measure import MeasureSettings
@@ -42,8 +45,6 @@ class TrialWorker:
     """Ray actor body: runs trials on the resources Ray gave it (a GPU, or some CPU slots)."""
 
     def __init__(self, settings: MeasureSettings, threads: int):
-        import os
-
         # Before CUDA first runs in this process: cuBLAS is deterministic only with a fixed workspace,
         # which the trained phases need (`workloads.quality.train.deterministic`).
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -52,6 +53,10 @@ class TrialWorker:
         torch.set_num_threads(threads)
         self.settings = settings
 
+    def ready(self) -> bool:
+        """Returns once the worker has started (imports done): its next trial starts then."""
+        return True
+
     def run(self, trial: Trial) -> TrialResult:
         import ray
 
@@ -59,6 +64,7 @@ class TrialWorker:
 
         result = run_trial(trial, self.settings)
         result.node = ray.get_runtime_context().get_node_id()
+        result.gpu = os.environ.get("CUDA_VISIBLE_DEVICES", "")
         return result
 
 
@@ -103,8 +109,16 @@ def worker_layout(cluster_resources: dict[str, float], options: RayConf) -> tupl
     return options.cpu_workers, {"num_cpus": options.cpus_per_worker}
 
 
-def _failed(error: str) -> TrialResult:
-    return TrialResult(status="error", error=error, timestamp=dt.datetime.now(dt.timezone.utc))
+def _failed(error: str, status: str = "error", tries: int = 1) -> TrialResult:
+    return TrialResult(status=status, error=error, tries=tries, timestamp=dt.datetime.now(dt.timezone.utc))
+
+
+@dataclass
+class _Running:
+    actor: object
+    trial: Trial
+    tries: int
+    started: float | None  # None while its worker is still starting (the timeout counts from then)
 
 
 class RayExecutor:
@@ -123,39 +137,88 @@ class RayExecutor:
             ray.shutdown()
 
     def run(self, trials: Sequence[Trial], settings: MeasureSettings, on_result: OnResult) -> None:
+        """Each worker takes the next trial when it returns one. A worker that dies is replaced and its
+        trial run again (up to ray.max_attempts runs, then an `error` row); a trial past
+        ray.trial_timeout_s is a `timeout` row and its worker is replaced; so is the worker of an
+        out-of-memory trial, so that nothing it leaked can fail the next trials."""
         import ray
         from ray.exceptions import RayActorError, RayError
 
         n_workers, resources = worker_layout(ray.cluster_resources(), self.options)
         actor_class = ray.remote(**resources)(TrialWorker)
+        timeout, max_attempts = self.options.trial_timeout_s, self.options.max_attempts
+
+        starting: dict = {}  # ready() ObjectRef -> the actor it belongs to
 
         def make_worker():
-            return actor_class.remote(settings, resources["num_cpus"])
+            actor = actor_class.remote(settings, resources["num_cpus"])
+            starting[actor.ready.remote()] = actor
+            return actor
 
-        pending = deque(trials)
-        in_flight = {}  # ObjectRef -> (actor, trial)
+        def replace(actor):
+            ray.kill(actor, no_restart=True)
+            return make_worker()
+
+        pending = deque((trial, 1) for trial in trials)  # (trial, its run number in this invocation)
+        in_flight: dict = {}  # ObjectRef -> _Running
 
         def submit(actor) -> None:
-            trial = pending.popleft()
-            in_flight[actor.run.remote(trial)] = (actor, trial)
+            trial, tries = pending.popleft()
+            is_up = actor not in starting.values()
+            in_flight[actor.run.remote(trial)] = _Running(
+                actor, trial, tries, time.monotonic() if is_up else None
+            )
+
+        def deadline_wait() -> float | None:
+            started = [r.started for r in in_flight.values() if r.started is not None]
+            if timeout is None or not started:
+                return None
+            return max(0.0, min(started) + timeout - time.monotonic())
 
         for _ in range(min(n_workers, len(pending))):
             submit(make_worker())
         while in_flight:
-            ready, _ = ray.wait(list(in_flight), num_returns=1)
-            for ref in ready:
-                actor, trial = in_flight.pop(ref)
-                try:
-                    result = ray.get(ref)
-                except RayActorError as exc:  # the worker process died: replace it
-                    result = _failed(f"worker died while running the trial: {str(exc).splitlines()[0]}")
-                    ray.kill(actor, no_restart=True)
-                    actor = make_worker()
-                except RayError:
-                    result = _failed(traceback.format_exc())
-                on_result(trial, result)
+            ready, _ = ray.wait([*starting, *in_flight], num_returns=1, timeout=deadline_wait())
+            if ready and ready[0] in starting:  # a worker is up: its trial's clock starts now
+                actor = starting.pop(ready[0])
+                for running in in_flight.values():
+                    if running.actor is actor and running.started is None:
+                        running.started = time.monotonic()
+                continue
+            if not ready:  # the oldest started trial ran out of time
+                ref = min(
+                    (r for r in in_flight if in_flight[r].started is not None),
+                    key=lambda r: in_flight[r].started,
+                )
+                running = in_flight.pop(ref)
+                actor = replace(running.actor)
+                message = f"timeout: still running after ray.trial_timeout_s={timeout:g} s; worker replaced"
+                on_result(running.trial, _failed(message, "timeout", running.tries))
                 if pending:
                     submit(actor)
+                continue
+            ref = ready[0]
+            running = in_flight.pop(ref)
+            actor = running.actor
+            try:
+                result = ray.get(ref)
+                result.tries = running.tries
+            except RayActorError as exc:  # the worker process died: replace it, run the trial again
+                actor = replace(actor)
+                if running.tries < max_attempts:
+                    pending.appendleft((running.trial, running.tries + 1))
+                    submit(actor)
+                    continue
+                reason = str(exc).strip().splitlines()[0]
+                message = f"worker died while running the trial ({running.tries} runs): {reason}"
+                result = _failed(message, tries=running.tries)
+            except RayError:
+                result = _failed(traceback.format_exc(), tries=running.tries)
+            if result.status == "oom":
+                actor = replace(actor)
+            on_result(running.trial, result)
+            if pending:
+                submit(actor)
 
 
 def make_executor(executor: str, options: RayConf) -> LocalExecutor | RayExecutor:

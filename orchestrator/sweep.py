@@ -1,14 +1,17 @@
 """One invocation of a sweep: plan, run on an executor, store and track each result, report."""
 
 import datetime as dt
+import json
 import secrets
+import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from analysis.store import ResultStore
+from analysis.store import ResultStore, StoreLock, trial_history
+from orchestrator.config import ConfigError
 from orchestrator.executors import LocalExecutor, RayExecutor, make_executor
 from orchestrator.planning import Plan, plan_trials
 from orchestrator.progress import SweepProgress
@@ -23,6 +26,12 @@ class SweepOutcome:
     report_path: Path | None
     counts: dict[str, int]
     mlflow_run_id: str | None
+    already_done: int = 0  # trials of the plan the store held with a terminal status (resume)
+
+
+# Statuses that end a trial: on resume it is not run again. error and timeout are, unless
+# retry_failed=false.
+TERMINAL = ("ok", "oom", "unsupported")
 
 
 def new_run_id() -> str:
@@ -65,24 +74,87 @@ def _flat_params(cfg: DictConfig) -> dict[str, str]:
     return flat
 
 
+def check_writable(results_dir: str) -> None:
+    """ConfigError unless the results directory can be created and written (nothing is left behind)."""
+    path = Path(results_dir).absolute()
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    try:
+        if not existing.is_dir():
+            raise NotADirectoryError(f"{existing} is not a directory")
+        tempfile.TemporaryFile(dir=existing).close()
+    except OSError as exc:
+        raise ConfigError(f"results_dir={results_dir}: cannot write results there ({exc})") from exc
+
+
+def trials_to_run(cfg: DictConfig, trials: list[Trial], results_path: Path) -> tuple[list[Trial], dict]:
+    """(trials still to run, rows each trial already has in the store). With resume, a trial whose
+    latest row has a terminal status is done (also error/timeout when retry_failed=false)."""
+    history = trial_history(results_path) if cfg.resume else trial_history(Path("/nonexistent"))
+    finished = TERMINAL if cfg.retry_failed else (*TERMINAL, "error", "timeout")
+    done = set(history.index[history["status"].isin(finished)])
+    previous = history["attempts"].to_dict() if cfg.resume else {}
+    return [t for t in trials if t.trial_id not in done], previous
+
+
+def schedule(trials: list[Trial]) -> list[Trial]:
+    """Longest first (by the cost model's estimate): the expensive points start while the cheap
+    ones fill the gaps at the end, instead of one long point holding up the end of the sweep."""
+    return sorted(trials, key=estimated_seconds, reverse=True)
+
+
+def estimated_seconds(trial: Trial) -> float:
+    """A rough duration to order trials by: roofline time at a nominal 100 TFLOP/s and 1 TB/s, and for
+    the trained phases ~6 flops per parameter and token for every step (with the same scale)."""
+    from workloads.trial import TRAINED_PHASES
+    from workloads.variants import get_variant
+
+    try:
+        cost = get_variant(trial.variant).trial_cost(trial)
+    except Exception:  # an unknown variant fails fast in its trial; its order does not matter
+        return 0.0
+    seconds = max(cost.flops / 1e14, cost.bytes_moved / 1e12)
+    if trial.phase in TRAINED_PHASES:
+        steps = json.loads(trial.quality)["train"]["steps"]
+        seconds = steps * 6 * 12 * (trial.n_heads * trial.head_dim) ** 2 * trial.batch * trial.seq_len / 1e14
+    return seconds
+
+
 def run_sweep(cfg: DictConfig, plan: Plan | None = None) -> SweepOutcome:
-    """Run a validated config end to end; every trial ends as a row, failures included."""
+    """Run a validated config end to end; every trial ends as a row, failures included.
+    Raises ConfigError (results_dir not writable), ExecutorError (Ray unreachable) or StoreBusy
+    (another run writes this sweep's dataset) before any trial runs."""
     plan = plan or plan_trials(cfg.sweep)
+    check_writable(cfg.results_dir)
+    results_path = Path(cfg.results_dir) / cfg.sweep.name
+    if not trials_to_run(cfg, plan.trials, results_path)[0]:  # all done already: nothing to start
+        return _nothing_to_run(cfg, results_path, len(plan.trials))
     # Connect first: a cluster that cannot be reached fails here, before any run or file exists.
     with make_executor(cfg.executor, OmegaConf.to_object(cfg.ray)) as executor:
-        return _run(cfg, plan, executor)
+        with StoreLock(results_path):  # what is done is decided under the lock
+            todo, previous = trials_to_run(cfg, plan.trials, results_path)
+            outcome = _run(cfg, schedule(todo), previous, executor)
+            outcome.already_done = len(plan.trials) - len(todo)
+            return outcome
 
 
-def _run(cfg: DictConfig, plan: Plan, executor: LocalExecutor | RayExecutor) -> SweepOutcome:
+def _nothing_to_run(cfg: DictConfig, results_path: Path, n_trials: int) -> SweepOutcome:
+    report = _build_report(results_path, Path(cfg.reports_dir) / cfg.sweep.name) if cfg.report else None
+    return SweepOutcome("", results_path, report, {}, None, already_done=n_trials)
+
+
+def _run(
+    cfg: DictConfig, trials: list[Trial], previous: dict[str, int], executor: LocalExecutor | RayExecutor
+) -> SweepOutcome:
     sweep, run_id = cfg.sweep.name, new_run_id()
-    context = {"sweep": sweep, "run_id": run_id, "attempt": 1, "code_version": code_version()}
+    context = {"sweep": sweep, "run_id": run_id, "code_version": code_version()}
     store = ResultStore(cfg.results_dir, sweep, run_id)
     tracker = _start_tracking(cfg, run_id, context["code_version"]) if cfg.tracking.enabled else None
     counts: dict[str, int] = {}
-    progress = SweepProgress(len(plan.trials), cfg.progress, title=sweep)
+    progress = SweepProgress(len(trials), cfg.progress, title=sweep)
 
     def on_result(trial: Trial, result: TrialResult) -> None:
-        records = make_records(context, trial, result)
+        attempt = previous.get(trial.trial_id, 0) + result.tries
+        records = make_records({**context, "attempt": attempt}, trial, result)
         store.append(records)  # durable before anything else: a crash loses only trials in flight
         if tracker is not None:
             for record in records:
@@ -94,7 +166,7 @@ def _run(cfg: DictConfig, plan: Plan, executor: LocalExecutor | RayExecutor) -> 
     mlflow_status = "FAILED"
     try:
         with progress:
-            executor.run(plan.trials, settings, on_result)
+            executor.run(trials, settings, on_result)
         mlflow_status = "FINISHED"
     except KeyboardInterrupt:
         mlflow_status = "KILLED"

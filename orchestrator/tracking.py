@@ -1,16 +1,21 @@
 """MLflow layout (DESIGN.md §3): experiment = sweep, one parent run per invocation, one child run per
 trial (params = the trial's config, metrics = its numeric columns and, for trained phases, the
-training curve as step metric `train_loss`; tags = id, status, variant, backend, device). The
-parent carries the report and this run's rows as artifacts.
+training curve as step metric `train_loss`; tags = run id, trial id, attempt, status, variant,
+backend, phase, device). The parent carries the report and this run's rows as artifacts.
 
 Logging happens on one background thread, each trial in one `log_batch`, so a slow tracking
-server never holds a sweep back. If MLflow fails, the sweep goes on: results are in Parquet
-already; the tracker warns once and stops logging.
+server never holds a sweep back. If MLflow fails, at the start or mid-sweep, the sweep goes on:
+results are in Parquet already; the tracker warns once (naming the store and the `attnsweep sync`
+command that logs the missing trials later, see orchestrator/sync.py) and stops logging. Both paths
+log a row with the same function, `log_child`, so a synced child is the child a live sweep logs.
 """
 
+import datetime as dt
 import logging
 import math
+import os
 import queue
+import shlex
 import threading
 import time
 import warnings
@@ -20,10 +25,24 @@ from typing import Any
 
 from analysis.schema import CONFIG_COLUMNS, NUMERIC_COLUMNS
 
-CHILD_TAGS = ("trial_id", "status", "variant", "backend", "phase", "device")
+# A child's identity: which row of the dataset it is (the dedupe key of `attnsweep sync`). Set when
+# the child is created, so even a child whose logging was cut short by an outage is recognised.
+IDENTITY_TAGS = ("run_id", "trial_id", "attempt")
+CHILD_TAGS = (*IDENTITY_TAGS, "status", "variant", "backend", "phase", "device")
 # Columns that are configuration or bookkeeping, not measurements, though numeric.
 NOT_METRICS = set(CONFIG_COLUMNS) | {"attempt"}
 TERMINAL_STATUS = {"ok": "FINISHED", "unsupported": "FINISHED"}  # every other status: FAILED
+# MLflow's HTTP client retries 7 times with backoff and waits 120 s per request by default: minutes
+# of a dead server before the tracker learns it is dead. These apply unless the environment sets them
+# (MLflow reads them at every request, process-wide; there is no per-client setting). With a server,
+# MLflow would also print a "View run" line (after one more request) for every run it closes.
+CLIENT_ENV = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
+}
+MAX_BATCH = 1000  # MLflow's limit on entities per log_batch (and metrics per batch)
 
 
 def resolve_tracking_uri(uri: str | None) -> str:
@@ -39,30 +58,105 @@ def resolve_tracking_uri(uri: str | None) -> str:
     return uri
 
 
+def make_client(uri: str):
+    """An MlflowClient for `uri` (resolved) that gives up on a dead server in seconds, not minutes."""
+    from mlflow import MlflowClient
+
+    for name, value in CLIENT_ENV.items():
+        os.environ.setdefault(name, value)
+    for noisy in ("alembic", "mlflow.store"):  # schema-migration chatter on a fresh store
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    return MlflowClient(tracking_uri=uri)
+
+
+def experiment_id(client, name: str) -> str:
+    """The id of experiment `name`, created when missing."""
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    try:
+        return client.create_experiment(name)
+    except Exception:  # created meanwhile by a concurrent sweep
+        experiment = client.get_experiment_by_name(name)
+        if experiment is None:
+            raise
+        return experiment.experiment_id
+
+
+def millis(timestamp: Any) -> int:
+    """A row's `timestamp` (datetime, UTC) in MLflow's milliseconds; now when the row has none."""
+    if isinstance(timestamp, dt.datetime):
+        return int(timestamp.timestamp() * 1000)
+    return int(time.time() * 1000)
+
+
+def sync_command(results_path: str | os.PathLike, uri: str) -> str:
+    """The command that logs a dataset's missing rows to `uri` later."""
+    command = f"attnsweep sync {shlex.quote(str(results_path))}"
+    if uri != resolve_tracking_uri(None):
+        command += f" --tracking-uri {shlex.quote(uri)}"
+    return command
+
+
+def child_key(values: Mapping[str, Any]) -> tuple[str, str]:
+    """(trial_id, attempt) of a row or of a child run's tags: the child's identity under its parent
+    (the parent stands for the run_id). Rows and children from before `attempt` existed count as 1."""
+    attempt = values.get("attempt")
+    return str(values.get("trial_id") or ""), str(attempt if attempt not in (None, "") else 1)
+
+
+def child_run_name(record: Mapping[str, Any]) -> str:
+    return f"{record['variant']}-{record['backend']}-{record['phase']}-n{record['seq_len']}"
+
+
 def child_run_contents(record: Mapping[str, Any]):
     """(params, metrics, tags) of one result row, as MLflow entities."""
     from mlflow.entities import Metric, Param, RunTag
 
-    now = int(time.time() * 1000)
+    when = millis(record.get("timestamp"))
     params = [Param(key, str(record[key])) for key in CONFIG_COLUMNS if record.get(key) is not None]
     metrics = [
-        Metric(key, float(record[key]), now, 0)
+        Metric(key, float(record[key]), when, 0)
         for key in NUMERIC_COLUMNS
         if key not in NOT_METRICS and record.get(key) is not None and math.isfinite(float(record[key]))
     ]
     # The training curve of the trained phases, as a step series MLflow charts against the step.
     metrics += [
-        Metric("train_loss", float(point["loss"]), now, int(point["step"]))
+        Metric("train_loss", float(point["loss"]), when, int(point["step"]))
         for point in record.get("train_curve") or []
         if math.isfinite(float(point["loss"]))
     ]
-    tags = [RunTag(key, str(record[key] or "")) for key in CHILD_TAGS]
+    tags = [RunTag(key, str(record[key] if record.get(key) is not None else "")) for key in CHILD_TAGS]
     tags.append(RunTag("interpreted", str(bool(record["interpreted"])).lower()))
     return params, metrics, tags
 
 
+def log_child(client, experiment: str, parent_run_id: str, record: Mapping[str, Any]) -> str:
+    """Log one result row as a child run of `parent_run_id`; its MLflow run id. The live tracker and
+    `attnsweep sync` both log through here."""
+    params, metrics, tags = child_run_contents(record)
+    identity = {tag.key: tag.value for tag in tags if tag.key in IDENTITY_TAGS}
+    when = millis(record.get("timestamp"))
+    run = client.create_run(
+        experiment,
+        start_time=when,
+        run_name=child_run_name(record),
+        tags={"mlflow.parentRunId": parent_run_id, **identity},
+    )
+    run_id = run.info.run_id
+    tags = [tag for tag in tags if tag.key not in identity]
+    # One batch unless a long training curve passes MLflow's limit of entities per batch.
+    room = MAX_BATCH - len(params) - len(tags)
+    client.log_batch(run_id, metrics=metrics[:room], params=params, tags=tags)
+    for start in range(room, len(metrics), MAX_BATCH):
+        client.log_batch(run_id, metrics=metrics[start : start + MAX_BATCH])
+    client.set_terminated(run_id, TERMINAL_STATUS.get(record["status"], "FAILED"), end_time=when)
+    return run_id
+
+
 class Tracker:
-    """MLflow logging of one sweep invocation."""
+    """MLflow logging of one sweep invocation. Never raises: a store that cannot be used, at the start
+    or later, turns tracking off for the rest of the run with one warning."""
 
     def __init__(
         self,
@@ -71,32 +165,45 @@ class Tracker:
         run_id: str,
         sweep_params: Mapping[str, Any],
         tags: Mapping[str, str],
+        results_path: str | os.PathLike | None = None,
     ):
-        from mlflow import MlflowClient
-
-        for noisy in ("alembic", "mlflow.store"):  # schema-migration chatter on a fresh store
-            logging.getLogger(noisy).setLevel(logging.WARNING)
         self.uri = resolve_tracking_uri(uri)
-        self.client = MlflowClient(tracking_uri=self.uri)
-        experiment = self.client.get_experiment_by_name(sweep)
-        if experiment is None:
-            try:
-                self.experiment_id = self.client.create_experiment(sweep)
-            except Exception:  # created meanwhile by a concurrent sweep
-                self.experiment_id = self.client.get_experiment_by_name(sweep).experiment_id
-        else:
-            self.experiment_id = experiment.experiment_id
-        parent = self.client.create_run(self.experiment_id, run_name=run_id, tags={"sweep": sweep, **tags})
-        self.parent_run_id = parent.info.run_id
-        from mlflow.entities import Param
-
-        self.client.log_batch(
-            self.parent_run_id, params=[Param(k, str(v)[:6000]) for k, v in sweep_params.items()]
-        )
-        self._queue: queue.Queue = queue.Queue()
+        # Where the rows are, for the catch-up command the warning names (the resolved config has it).
+        self.results_path = results_path or Path(str(sweep_params.get("results_dir", "results"))) / sweep
+        self.parent_run_id: str | None = None
+        self.logged = 0
         self._failed = False
+        self._queue: queue.Queue = queue.Queue()
+        self._thread: threading.Thread | None = None
+        try:
+            from mlflow.entities import Param
+
+            self.client = make_client(self.uri)
+            self.experiment_id = experiment_id(self.client, sweep)
+            parent = self.client.create_run(
+                self.experiment_id, run_name=run_id, tags={"sweep": sweep, "run_id": run_id, **tags}
+            )
+            self.parent_run_id = parent.info.run_id
+            self.client.log_batch(
+                self.parent_run_id, params=[Param(k, str(v)[:6000]) for k, v in sweep_params.items()]
+            )
+        except Exception as exc:
+            self._give_up("MLflow tracking is off for this run, it could not start", exc)
+            return
         self._thread = threading.Thread(target=self._drain, name="mlflow-logger", daemon=True)
         self._thread.start()
+
+    def _give_up(self, what: str, exc: Exception) -> None:
+        """Stop logging; the first time, warn with the store and the command that catches up."""
+        if self._failed:
+            return
+        self._failed = True
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        warnings.warn(
+            f"{what} ({self.uri} failed). The results are in Parquet; run "
+            f"`{sync_command(self.results_path, self.uri)}` to log the missing trials. MLflow: {reason}",
+            stacklevel=3,
+        )
 
     def log_trial(self, record: Mapping[str, Any]) -> None:
         if not self._failed:
@@ -107,27 +214,19 @@ class Tracker:
             if self._failed:
                 continue
             try:
-                self._log_child(record)
+                log_child(self.client, self.experiment_id, self.parent_run_id, record)
+                self.logged += 1
             except Exception as exc:
-                self._failed = True
-                warnings.warn(
-                    f"MLflow logging to {self.uri} failed, results stay in Parquet only: {exc}", stacklevel=1
-                )
-
-    def _log_child(self, record: Mapping[str, Any]) -> None:
-        params, metrics, tags = child_run_contents(record)
-        run = self.client.create_run(
-            self.experiment_id,
-            run_name=f"{record['variant']}-{record['backend']}-{record['phase']}-n{record['seq_len']}",
-            tags={"mlflow.parentRunId": self.parent_run_id},
-        )
-        self.client.log_batch(run.info.run_id, metrics=metrics, params=params, tags=tags)
-        self.client.set_terminated(run.info.run_id, TERMINAL_STATUS.get(record["status"], "FAILED"))
+                self._give_up(f"MLflow tracking stopped after {self.logged} trial(s)", exc)
 
     def finish(self, status: str, artifacts: Mapping[str, Path] | None = None) -> None:
-        """Wait for queued trials, attach artifacts {artifact dir: local file or dir}, close the parent."""
-        self._queue.put(None)
-        self._thread.join()
+        """Wait for queued trials, attach artifacts {artifact dir: local file or dir}, close the parent.
+        After a failure nothing more is sent: `attnsweep sync` closes the parent later."""
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+        if self._failed:
+            return
         try:
             for artifact_dir, local in (artifacts or {}).items():
                 if Path(local).is_dir():
@@ -136,4 +235,4 @@ class Tracker:
                     self.client.log_artifact(self.parent_run_id, str(local), artifact_dir)
             self.client.set_terminated(self.parent_run_id, status)
         except Exception as exc:
-            warnings.warn(f"MLflow could not close run {self.parent_run_id}: {exc}", stacklevel=1)
+            self._give_up(f"MLflow could not close run {self.parent_run_id}", exc)

@@ -1,6 +1,7 @@
 """Test session set-up. Triton's CPU interpreter must be chosen before triton is first imported."""
 
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,6 +11,11 @@ if not HAS_CUDA:
     os.environ.setdefault("TRITON_INTERPRET", "1")
 # Ray and MLflow started by tests stay quiet and local.
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+# The test-only fault variant, in this process and in every Ray worker (which inherit both variables;
+# set before anything imports the variant registry or starts Ray).
+ROOT = str(Path(__file__).resolve().parents[1])
+os.environ["ATTNSWEEP_PLUGINS"] = "tests.fault_variant"
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")]))
 
 
 def pytest_collection_modifyitems(config, items):

@@ -121,6 +121,7 @@ class TrialResult:
     device: str | None = None
     host: str | None = None
     node: str = ""
+    gpu: str = ""  # CUDA_VISIBLE_DEVICES of the worker (empty: none set)
     interpreted: bool = False
     torch_version: str | None = None
     triton_version: str | None = None
@@ -129,9 +130,12 @@ class TrialResult:
     # Phase prune: one entry per number of heads kept ({"heads_kept", "accuracy", "removed_head"}),
     # the full model first. Not a column: the sweep writes one row per entry.
     pruning: list[dict[str, Any]] | None = None
+    # Runs of the trial in this invocation (more than 1 when its worker died and it was run again).
+    # Not a column: it adds to the row's `attempt`.
+    tries: int = 1
 
     def as_dict(self) -> dict[str, Any]:
         """The result columns of a row."""
         fields = dataclasses.asdict(self)
-        del fields["pruning"]
+        del fields["pruning"], fields["tries"]
         return fields

@@ -109,6 +109,22 @@ INVALID = [
         id="task-params-of-unknown-task",
     ),
     pytest.param(
+        ["max_trials=5"], "max_trials=5: the plan has 36 trials; pass max_trials=36", id="grid-too-large"
+    ),
+    pytest.param(
+        ["sweep.axes.seq_len=[64]", "sweep.axes.seq_len=[128]"],
+        "sweep.axes.seq_len: given twice, as [64] and as [128]",
+        id="conflicting-overrides",
+    ),
+    pytest.param(
+        ["executor=local", "ray.address=127.0.0.1:6379"],
+        "ray.address=127.0.0.1:6379: executor=local runs without Ray",
+        id="local-executor-with-ray-address",
+    ),
+    pytest.param(["sweep=../smoke"], "sweep=../smoke: not a sweep name", id="path-like-sweep"),
+    pytest.param(["ray.trial_timeout_s=0"], "ray.trial_timeout_s: 0.0 must be positive", id="zero-timeout"),
+    pytest.param(["ray.max_attempts=0"], "ray.max_attempts: 0 must be at least 1", id="no-attempts"),
+    pytest.param(
         ["sweep.axes.d_model=[64]", "sweep.axes.n_heads=[3]"],
         "sweep.axes.d_model: no valid point for variant mha (d_model=64 is not divisible by n_heads=3)",
         id="width-not-divisible",
@@ -167,3 +183,30 @@ def test_unreachable_ray_exits_1_and_writes_nothing(in_tmp, capsys):
         and err.count("\n") == 1
     )
     assert list(in_tmp.iterdir()) == []
+
+
+def test_results_dir_that_cannot_be_written_exits_2_and_leaves_it_alone(in_tmp, capsys):
+    blocker = in_tmp / "occupied"
+    blocker.write_text("a file where the results directory should go")
+    assert main(["run", f"results_dir={blocker}/results"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"attnsweep: error: results_dir={blocker}/results: cannot write results there")
+    assert err.count("\n") == 1
+    assert sorted(p.name for p in in_tmp.iterdir()) == ["occupied"] and blocker.read_text().startswith(
+        "a file"
+    )
+
+
+def test_sweeps_of_ones_own_are_found_and_malformed_yaml_exits_2(tmp_path, in_tmp, capsys):
+    folder = tmp_path / "mine" / "sweep"
+    folder.mkdir(parents=True)
+    (folder / "tiny.yaml").write_text("name: tiny\nvariants: [mqa]\naxes:\n  seq_len: [32]\n")
+    (folder / "broken.yaml").write_text("name: broken\nvariants: [mha\naxes: {\n")
+    assert main(["plan", "--sweeps", str(tmp_path / "mine"), "sweep=tiny"]) == 0
+    assert "sweep tiny: 1 trials\n  " in capsys.readouterr().out  # the sweep default backends and phases
+    assert main(["run", "--sweeps", str(tmp_path / "mine"), "sweep=broken"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"attnsweep: error: sweep=broken: malformed YAML ({folder / 'broken.yaml'}, line 3")
+    assert err.count("\n") == 1
+    assert main(["run", "--sweeps", str(tmp_path / "nowhere"), "sweep=tiny"]) == 2
+    assert "--sweeps" in capsys.readouterr().err and sorted(p.name for p in in_tmp.iterdir()) == ["mine"]

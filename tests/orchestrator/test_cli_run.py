@@ -37,7 +37,7 @@ def test_run_smoke_end_to_end(ray_cluster, in_tmp, capsys, monkeypatch):
     assert out.err.count("[18/18]") == 1
 
 
-def test_second_run_appends_a_new_run(ray_cluster, in_tmp, capsys):
+def test_second_run_resumes_and_resume_false_measures_again(ray_cluster, in_tmp, capsys):
     overrides = [
         "sweep.variants=[mqa]",
         "sweep.backends=[torch-sdpa]",
@@ -48,7 +48,12 @@ def test_second_run_appends_a_new_run(ray_cluster, in_tmp, capsys):
         "report=false",
     ]
     assert main(["run", *overrides]) == 0
-    assert main(["run", *overrides]) == 0
+    assert main(["run", *overrides]) == 0  # everything is done: nothing runs
+    out = capsys.readouterr()
+    assert "sweep smoke: nothing to run" in out.out and "1 of 1 trials already done" in out.err
+    assert len(pd.read_parquet(in_tmp / "results" / "smoke")) == 1
+    assert main(["run", *overrides, "resume=false"]) == 0
     frame = pd.read_parquet(in_tmp / "results" / "smoke")
     assert frame["run_id"].nunique() == 2 and frame["trial_id"].nunique() == 1
+    assert sorted(frame["attempt"]) == [1, 1]  # resume=false starts the count again
     assert not (in_tmp / "reports").exists()

@@ -25,6 +25,12 @@ def plan(overrides):
     return plan_trials(load_config(overrides).sweep)
 
 
+def changed(overrides, *changes):
+    """`overrides` with the keys of `changes` replaced (a key given twice is refused)."""
+    keys = {change.split("=", 1)[0] for change in changes}
+    return [o for o in overrides if o.split("=", 1)[0] not in keys] + list(changes)
+
+
 def test_trained_phase_is_one_trial_per_task_and_seed_on_torch_ref_only():
     result = plan(MIXED)
     quality = [t for t in result.trials if t.phase == "quality"]
@@ -50,7 +56,7 @@ def test_quality_json_has_every_default_and_the_overrides():
 
 def test_training_settings_change_trained_ids_and_leave_benchmark_ids_alone():
     base = {t.trial_id: t for t in plan(MIXED).trials}
-    other = {t.trial_id: t for t in plan([*MIXED, "sweep.quality.steps=21"]).trials}
+    other = {t.trial_id: t for t in plan(changed(MIXED, "sweep.quality.steps=21")).trials}
     assert {i for i, t in base.items() if t.phase == "prefill"} == {
         i for i, t in other.items() if t.phase == "prefill"
     }
@@ -71,15 +77,14 @@ def test_training_settings_change_trained_ids_and_leave_benchmark_ids_alone():
     ids=["dtype", "causal", "odd-task-length", "batch-above-n-train"],
 )
 def test_points_a_trained_phase_cannot_train_are_skipped_with_the_reason(override, reason):
-    overrides = [
+    base = [
         "sweep.variants=[mha]",
         "sweep.backends=[torch-ref]",
         "sweep.phases=[quality]",
         "sweep.axes.seq_len=[32]",
         "sweep.quality.n_train=1000",
-        override,
     ]
-    result = plan(overrides)
+    result = plan(changed(base, override))
     assert len(result.trials) == 1
     (skipped,) = result.skipped
     assert skipped == f"mha: {reason}"
@@ -105,6 +110,6 @@ def test_d_model_axis_sets_head_dim_per_head_count():
 
 
 def test_prune_plans_like_quality():
-    result = plan([*MIXED, "sweep.phases=[prune]", "sweep.variants=[mha,switchhead]"])
+    result = plan(changed(MIXED, "sweep.phases=[prune]", "sweep.variants=[mha,switchhead]"))
     assert {(t.variant, t.phase) for t in result.trials} == {("mha", "prune"), ("switchhead", "prune")}
     assert len(result.trials) == 2 * 2 * 2

@@ -1,11 +1,16 @@
 """MLflow layout against a real local store: experiment per sweep, parent per run, child per trial."""
 
+import datetime as dt
+
 import mlflow
 import pytest
 from mlflow import MlflowClient
 
+from analysis.store import read_table
 from orchestrator.config import load_config
 from orchestrator.sweep import run_sweep
+from orchestrator.sync import sync
+from orchestrator.tracking import experiment_id, log_child, make_client
 
 SMALL = [
     "sweep.variants=[mha,gqa]",
@@ -27,11 +32,16 @@ def sweep_run(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(where)
         outcome = run_sweep(load_config([*SMALL, f"tracking.uri={uri}"]))
-    return outcome, uri
+    return outcome, uri, where / "results" / "smoke"
+
+
+def runs_of(uri: str, filter_string: str) -> list:
+    client = MlflowClient(tracking_uri=uri)
+    return client.search_runs([client.get_experiment_by_name("smoke").experiment_id], filter_string)
 
 
 def test_parent_and_one_child_per_trial(sweep_run, monkeypatch):
-    outcome, uri = sweep_run
+    outcome, uri, _ = sweep_run
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # what a user does; set_tracking_uri would leak
     runs = mlflow.search_runs(experiment_names=["smoke"], output_format="list")
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
@@ -40,19 +50,16 @@ def test_parent_and_one_child_per_trial(sweep_run, monkeypatch):
     assert len(children) == 4 == sum(outcome.counts.values())
     assert parents[0].info.status == "FINISHED" and parents[0].info.run_name == outcome.run_id
     assert parents[0].data.params["sweep.axes.seq_len"] == "[16]"
+    assert parents[0].data.tags["run_id"] == outcome.run_id and parents[0].data.tags["sweep"] == "smoke"
 
 
 def test_child_contents(sweep_run):
-    outcome, uri = sweep_run
-    client = MlflowClient(tracking_uri=uri)
-    experiment = client.get_experiment_by_name("smoke")
-    children = client.search_runs(
-        [experiment.experiment_id], f"tags.mlflow.parentRunId = '{outcome.mlflow_run_id}'"
-    )
+    outcome, uri, _ = sweep_run
     trial_ids = set()
-    for child in children:
+    for child in runs_of(uri, f"tags.mlflow.parentRunId = '{outcome.mlflow_run_id}'"):
         tags, params, metrics = child.data.tags, child.data.params, child.data.metrics
         assert {"trial_id", "status", "variant", "backend", "device"} <= set(tags)
+        assert tags["run_id"] == outcome.run_id and tags["attempt"] == "1"  # the row's identity
         assert tags["status"] == "ok" and child.info.status == "FINISHED"
         assert {"variant", "backend", "phase", "seq_len", "n_heads", "n_kv_heads", "dtype", "params"} <= set(
             params
@@ -72,7 +79,7 @@ def test_child_contents(sweep_run):
 
 
 def test_parent_carries_the_dataset(sweep_run):
-    outcome, uri = sweep_run
+    outcome, uri, _ = sweep_run
     artifacts = [
         a.path for a in MlflowClient(tracking_uri=uri).list_artifacts(outcome.mlflow_run_id, "dataset")
     ]
@@ -94,6 +101,41 @@ def test_default_uri_is_mlflows_own(in_tmp):
 
 def test_unusable_tracking_store_warns_and_keeps_results(in_tmp):
     (in_tmp / "not-a-dir").write_text("a file where a directory is needed")
-    with pytest.warns(UserWarning, match="MLflow tracking is off for this run"):
-        outcome = run_sweep(load_config([*SMALL, f"tracking.uri=sqlite:///{in_tmp}/not-a-dir/x.db"]))
+    uri = f"sqlite:///{in_tmp}/not-a-dir/x.db"
+    with pytest.warns(UserWarning, match="MLflow tracking is off for this run") as warned:
+        outcome = run_sweep(load_config([*SMALL, f"tracking.uri={uri}"]))
     assert outcome.mlflow_run_id is None and sum(outcome.counts.values()) == 4
+    [message] = [str(w.message) for w in warned if "attnsweep sync" in str(w.message)]
+    assert f"run `attnsweep sync results/smoke --tracking-uri {uri}` to log the missing trials" in message
+
+
+def test_sync_logs_the_children_a_live_sweep_logs(sweep_run, tmp_path):
+    """The dataset synced into an empty store gives the children the live sweep logged, field by field."""
+    outcome, uri, results = sweep_run
+    other = f"sqlite:///{tmp_path / 'synced.db'}"
+    done = sync(results, other)
+    assert (done.synced, done.already) == (4, 0)
+    [parent] = runs_of(other, "tags.sweep = 'smoke'")
+    assert parent.info.run_name == outcome.run_id and parent.info.status == "FINISHED"
+
+    def contents(run):
+        tags = {k: v for k, v in run.data.tags.items() if k != "mlflow.parentRunId"}
+        info = (run.info.run_name, run.info.status, run.info.start_time, run.info.end_time)
+        return tags["trial_id"], (info, run.data.params, run.data.metrics, tags)
+
+    live = dict(contents(r) for r in runs_of(uri, f"tags.mlflow.parentRunId = '{outcome.mlflow_run_id}'"))
+    synced = dict(contents(r) for r in runs_of(other, f"tags.mlflow.parentRunId = '{parent.info.run_id}'"))
+    assert synced == live and len(live) == 4
+
+
+def test_a_long_training_curve_is_logged_in_several_batches(sweep_run, tmp_path):
+    """MLflow takes at most 1000 entities per log_batch; a curve of 2500 points still arrives whole."""
+    _, _, results = sweep_run
+    record = read_table(results).to_pylist()[0]
+    record["train_curve"] = [{"step": step, "loss": 1.0 / step} for step in range(1, 2501)]
+    record["timestamp"] = dt.datetime.now(dt.timezone.utc)
+    client = make_client(f"sqlite:///{tmp_path / 'curve.db'}")
+    child = log_child(client, experiment_id(client, "smoke"), "no-parent", record)
+    history = client.get_metric_history(child, "train_loss")
+    assert sorted(m.step for m in history) == list(range(1, 2501))
+    assert client.get_run(child).info.status == "FINISHED"

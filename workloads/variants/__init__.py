@@ -5,6 +5,7 @@ A new variant is one file here (plus its tests); nothing else needs to change.
 
 import importlib
 import itertools
+import os
 import pkgutil
 from typing import Any
 
@@ -12,6 +13,7 @@ from workloads.trial import canonical_json
 from workloads.variants.base import Cost, InvalidPoint, Variant
 
 VARIANTS: dict[str, Variant] = {}
+PLUGINS_VARIABLE = "ATTNSWEEP_PLUGINS"
 
 
 def register(variant: Variant) -> Variant:
@@ -45,5 +47,16 @@ for _module in pkgutil.iter_modules(__path__):
         _variant = getattr(importlib.import_module(f"{__name__}.{_module.name}"), "VARIANT", None)
         if _variant is not None:
             register(_variant)
+
+# Variants of your own without editing the package: ATTNSWEEP_PLUGINS=my_pkg.my_variant,other.module
+# names modules imported here, in every process (Ray workers inherit the variable), each defining
+# VARIANT or calling register() itself.
+for _name in filter(None, (n.strip() for n in os.environ.get(PLUGINS_VARIABLE, "").split(","))):
+    try:
+        _plugin = importlib.import_module(_name)
+    except ImportError as exc:
+        raise ImportError(f"{PLUGINS_VARIABLE}: cannot import variant module {_name!r}: {exc}") from exc
+    if getattr(_plugin, "VARIANT", None) is not None and _plugin.VARIANT.name not in VARIANTS:
+        register(_plugin.VARIANT)
 
 __all__ = ["VARIANTS", "Cost", "InvalidPoint", "Variant", "get_variant", "param_grid", "register"]
