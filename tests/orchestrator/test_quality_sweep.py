@@ -30,7 +30,8 @@ TINY = [
 def test_quality_sweep_end_to_end_and_repeatable(ray_cluster, in_tmp, capsys):
     uri = f"sqlite:///{in_tmp / 'tracking.db'}"
     assert main(["run", *TINY, f"tracking.uri={uri}"]) == 0, capsys.readouterr().err
-    assert main(["run", *TINY, "tracking.enabled=false", "report=false"]) == 0, capsys.readouterr().err
+    again = ["tracking.enabled=false", "report=false", "resume=false"]  # measure everything again
+    assert main(["run", *TINY, *again]) == 0, capsys.readouterr().err
     frame = pd.read_parquet(in_tmp / "results" / "quality_tiny")
     assert set(frame["status"]) == {"ok"}, frame[["variant", "phase", "error"]]
     first, second = (frame[frame["run_id"] == run] for run in sorted(frame["run_id"].unique()))
