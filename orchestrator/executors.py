@@ -193,9 +193,9 @@ class RayExecutor:
                 running = in_flight.pop(ref)
                 actor = replace(running.actor)
                 message = f"timeout: still running after ray.trial_timeout_s={timeout:g} s; worker replaced"
-                on_result(running.trial, _failed(message, "timeout", running.tries))
                 if pending:
                     submit(actor)
+                on_result(running.trial, _failed(message, "timeout", running.tries))
                 continue
             ref = ready[0]
             running = in_flight.pop(ref)
@@ -216,9 +216,9 @@ class RayExecutor:
                 result = _failed(traceback.format_exc(), tries=running.tries)
             if result.status == "oom":
                 actor = replace(actor)
-            on_result(running.trial, result)
-            if pending:
+            if pending:  # the worker's next trial first: storing and logging this result must not idle it
                 submit(actor)
+            on_result(running.trial, result)
 
 
 def make_executor(executor: str, options: RayConf) -> LocalExecutor | RayExecutor:
