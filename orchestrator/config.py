@@ -22,6 +22,7 @@ from workloads.backends import BACKENDS
 from workloads.measure import MeasureSettings
 from workloads.quality.spec import TRAIN_KEYS, check_settings, quality_json, task_defaults, train_settings
 from workloads.quality.tasks import TASKS
+from workloads.quality.train import TrainSettings
 from workloads.trial import DTYPES, PHASES
 from workloads.variants import VARIANTS, param_grid
 
@@ -54,13 +55,14 @@ class QualityConf:
         default_factory=lambda: {name: task_defaults(name) for name in sorted(TASKS)}
     )
     seeds: list[int] = field(default_factory=lambda: [0])
-    steps: int = 1000
-    lr: float = 1e-3
-    weight_decay: float = 0.1
-    warmup_steps: int = 50
-    n_train: int = 10_000
-    n_eval: int = 1_000
-    n_layers: int = 2
+    # The training settings of `workloads.quality.train.TrainSettings`, with its defaults.
+    steps: int = TrainSettings.steps
+    lr: float = TrainSettings.lr
+    weight_decay: float = TrainSettings.weight_decay
+    warmup_steps: int = TrainSettings.warmup_steps
+    n_train: int = TrainSettings.n_train
+    n_eval: int = TrainSettings.n_eval
+    n_layers: int = TrainSettings.n_layers
 
 
 @dataclass
