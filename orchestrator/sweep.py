@@ -89,11 +89,12 @@ def check_writable(results_dir: str) -> None:
 def trials_to_run(cfg: DictConfig, trials: list[Trial], results_path: Path) -> tuple[list[Trial], dict]:
     """(trials still to run, rows each trial already has in the store). With resume, a trial whose
     latest row has a terminal status is done (also error/timeout when retry_failed=false)."""
-    history = trial_history(results_path) if cfg.resume else trial_history(Path("/nonexistent"))
+    if not cfg.resume:
+        return list(trials), {}
+    history = trial_history(results_path)
     finished = TERMINAL if cfg.retry_failed else (*TERMINAL, "error", "timeout")
     done = set(history.index[history["status"].isin(finished)])
-    previous = history["attempts"].to_dict() if cfg.resume else {}
-    return [t for t in trials if t.trial_id not in done], previous
+    return [t for t in trials if t.trial_id not in done], history["attempts"].to_dict()
 
 
 def schedule(trials: list[Trial]) -> list[Trial]:
