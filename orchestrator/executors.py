@@ -48,10 +48,18 @@ class TrialWorker:
         # Before CUDA first runs in this process: cuBLAS is deterministic only with a fixed workspace,
         # which the trained phases need (`workloads.quality.train.deterministic`).
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        import gc
+
         import torch
+
+        import workloads.runner  # noqa: F401  (everything a trial imports, before the freeze below)
 
         torch.set_num_threads(threads)
         self.settings = settings
+        # run_trial collects garbage after every trial; with the imports frozen out of the collector's
+        # generations it does not walk torch's whole heap each time (a no-op trial's median fell from
+        # 221 to 13 ms: benchmarks/results/cpu-amd-epyc/orchestration_overhead-n500-freeze-gc-*.md).
+        gc.freeze()
 
     def ready(self) -> bool:
         """Returns once the worker has started (imports done): its next trial starts then."""
