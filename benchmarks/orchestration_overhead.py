@@ -1,10 +1,9 @@
 """What orchestration costs per trial: the same N no-op trials through (a) bare Ray, (b) Ray Tune's grid
 search and (c) the full attnsweep pipeline (Ray executor, Parquet store, MLflow tracking), in one run.
 
-    python benchmarks/orchestration_overhead.py                 # N=500, all paths, results kept
-    python benchmarks/orchestration_overhead.py --quick         # N=20, nothing written (a check)
-    python benchmarks/orchestration_overhead.py --paths a,x,c-,c --repeat 3   # where (c)'s time goes
-    python benchmarks/orchestration_overhead.py --freeze-gc    # trials that cost ~nothing (see below)
+    python benchmarks/orchestration_overhead.py                # N=500, paths a,b,c, results kept
+    python benchmarks/orchestration_overhead.py --quick        # N=20, nothing written (a check)
+    python benchmarks/orchestration_overhead.py --paths a,b,x,c-,c --repeat 3   # where (c)'s time goes
 
 The trial is the same in every path: `workloads.runner.run_trial(trial, settings)` of a trial of the
 test-only variant `test-fault` (tests/fault_variant.py) with action ok, which returns its input: the
@@ -12,39 +11,45 @@ torch-ref prefill of batch 1, 1 head of dim 8, float32, with `seq_len` = 1..N so
 (and their trial_ids) differ. The trial list and the settings come from one config: `plan_trials` and
 its `measure` node (`min_run_time_s=0.001`, `check_accuracy=true` as in the pipeline), so the trial
 costs little beside what run_trial always does. The variant reaches every Ray worker through
-ATTNSWEEP_PLUGINS and PYTHONPATH, set here before anything imports the registry or starts Ray.
+ATTNSWEEP_PLUGINS and PYTHONPATH, set here before anything imports the registry or starts Ray. Every
+path runs it in a process set up as attnsweep sets up its actors: `orchestrator.executors.TrialWorker`
+(torch at 1 thread, the imports frozen out of the garbage collector), so a change there reaches all.
 
-    (a)  bare Ray: 2 actors of 1 CPU (attnsweep's default CPU layout, torch at 1 thread), the N trials
+    (a)  bare Ray: 2 TrialWorker actors of 1 CPU (attnsweep's default CPU layout), the N trials
          submitted round-robin up front, `ray.get` of all the results; nothing is stored.
     (b)  Ray Tune: `tune.Tuner` over `grid_search` of the trial index, a function trainable that runs
-         the trial and reports one metric, 1 CPU per trial, max_concurrent_trials=2, reuse_actors=True
-         (Tune's best case: without it every trial starts a process), verbose=0, no checkpoints,
-         TUNE_DISABLE_AUTO_CALLBACK_LOGGERS=1 (no CSV/JSON/TensorBoard files), storage in a temp dir.
+         the trial through a TrialWorker and reports one metric, 1 CPU per trial,
+         max_concurrent_trials=2, reuse_actors=True (Tune's best case: without it every trial starts
+         a process), verbose=0, no checkpoints, TUNE_DISABLE_AUTO_CALLBACK_LOGGERS=1 (no CSV, JSON or
+         TensorBoard files per trial), storage in a temp dir.
     (c)  attnsweep: `run_sweep(cfg)` with executor=ray (2 CPU actors), the Parquet store in a temp
          results_dir, MLflow on against a SQLite store in a temp dir, report=false (the report is not
          orchestration), progress=off, resume=false. It returns once the MLflow queue is drained, the
          parent run closed with the dataset attached, and the parts compacted: all of that is timed.
     (c-) the same with tracking.enabled=false: what MLflow costs is (c) - (c-).
-    (x)  attnsweep's `RayExecutor` alone, its on_result only counting: what its dispatch costs (one
-         trial in flight per actor, the next sent when one returns) against (a); (c-) - (x) is then
-         the Parquet store and the sweep's own bookkeeping.
+    (x)  attnsweep's `RayExecutor` alone, its on_result only counting: its dispatch (one trial in
+         flight per actor, the next sent when one returns) against (a); (c-) - (x) is then the Parquet
+         store and the sweep's own bookkeeping.
 
-Timing: one Ray instance (`ray.init(num_cpus=2)`, the options attnsweep uses) is started first and
-is not timed; every path runs against it and is timed from the same point: the trial list planned,
-the config loaded, modules imported, no worker process of its own running yet. run_sweep joins an
-initialised Ray (orchestrator/executors.py `_connect` returns at `ray.is_initialized()`) and does
-not shut it down. Every path starts its own worker processes (actors end with their path), so they
-pay the same torch import in the workers and the order does not favour one. The MLflow store is
-created (schema migrations) before the clock: a sweep pays that once per store, not per run; its
-time is recorded apart. Each path's rows are checked afterwards (N trials ok; in (c) N Parquet rows
-and N MLflow child runs), outside the clock.
+Timing: one Ray instance (`ray.init(num_cpus=2)` with the options attnsweep passes) is started and
+warmed up first, untimed; run_sweep joins it (orchestrator/executors.py `_connect` returns at
+`ray.is_initialized()`, and the executor shuts down only an instance it started). Every path is
+timed from the same point: trials planned, config loaded, modules imported, and every CPU of the
+instance free (the previous path's actors and Tune's placement groups are released asynchronously,
+seconds after it returns; the script waits for that, untimed). Each path starts its own actors, so
+all pay the same worker start-up and imports. The MLflow store is created (schema migrations) before
+the clock: a sweep pays that once per store, not per run; its time is printed apart. Afterwards,
+untimed, each path's results are checked: N trials ok; in (c) N Parquet rows in one compacted file
+and N MLflow child runs under the parent.
 
-The table gives per path the wall time, per-trial time (wall / N) and the ratio to (a); the load
-average before each path; the last line is
+Per path the table gives the wall time (median over --repeat runs, interleaved a b c a b c so that
+a change of the machine's load falls on all), per trial, against (a), the driver process's CPU time
+per trial (process_time: its every thread, Ray's and the MLflow logger's included), the machine's
+idle share over the run (/proc/stat) and the load average before each run. The last line is
 
     overhead_ratio_vs_ray=<c/a> overhead_ratio_vs_tune=<c/b> per_trial_ms=<c wall / N in ms>
 
-and, unless --quick or --no-save, the table and a JSON record go to
+and, unless --quick or --no-save, the table and a JSON record (every run) go to
 benchmarks/results/<device>/orchestration_overhead-n<N>-<time>.{md,json}.
 """
 
@@ -71,6 +76,7 @@ sys.path.insert(0, str(ROOT))
 from omegaconf import OmegaConf  # noqa: E402
 
 from orchestrator.config import load_config  # noqa: E402
+from orchestrator.executors import TrialWorker  # noqa: E402
 from orchestrator.planning import plan_trials  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -120,20 +126,13 @@ def ray_options() -> dict:
 # --- (a) bare Ray ---------------------------------------------------------------------------------
 
 
-class BareWorker:
-    """A Ray actor that runs trials, and nothing else (made remote in `bare_ray`)."""
-
-    def __init__(self, settings):
-        import torch
-
-        torch.set_num_threads(1)  # as attnsweep's TrialWorker with cpus_per_worker=1
-        self.settings = settings
+class BareWorker(TrialWorker):
+    """attnsweep's trial actor, set up as attnsweep sets it up (torch threads, the imports frozen out of
+    the garbage collector), returning only the status and the time run_trial took."""
 
     def run(self, trial):
-        from workloads.runner import run_trial
-
         start = time.perf_counter()
-        result = run_trial(trial, self.settings)
+        result = super().run(trial)
         return result.status, time.perf_counter() - start
 
 
@@ -141,7 +140,7 @@ def bare_ray(trials, settings, scratch: Path) -> dict:
     import ray
 
     actor_class = ray.remote(num_cpus=1)(BareWorker)
-    actors = [actor_class.remote(settings) for _ in range(WORKERS)]
+    actors = [actor_class.remote(settings, 1) for _ in range(WORKERS)]
     refs = [actors[i % WORKERS].run.remote(trial) for i, trial in enumerate(trials)]
     results = ray.get(refs)
     for actor in actors:
@@ -158,13 +157,12 @@ def bare_ray(trials, settings, scratch: Path) -> dict:
 
 
 def tune_trainable(config, trials, settings):
-    import torch
     from ray import tune
 
-    from workloads.runner import run_trial
-
-    torch.set_num_threads(1)
-    result = run_trial(trials[config["index"]], settings)
+    # The set-up of attnsweep's actors (the first call of a process imports and freezes; later ones
+    # find the imports done and little to freeze), then the trial as the actors run it.
+    worker = TrialWorker(settings, 1)
+    result = worker.run(trials[config["index"]])
     tune.report({"ok": int(result.status == "ok")})
 
 
@@ -256,15 +254,8 @@ def check_attnsweep(info: dict, n: int, tracking_uri: str | None) -> None:
 # --- driver ---------------------------------------------------------------------------------------
 
 
-def freeze_gc() -> None:
-    """--freeze-gc: Ray's worker set-up hook (every worker of every path): import what a trial imports,
-    then move it all out of the collector's reach, so that run_trial's `gc.collect()` scans only what
-    the trial itself allocates."""
-    import gc
-
-    import workloads.runner  # noqa: F401  (torch and the variant registry with it)
-
-    gc.freeze()
+def warm_up() -> None:
+    time.sleep(0.5)
 
 
 def load() -> str:
@@ -314,6 +305,7 @@ def run_paths(paths: list[str], n: int, repeat: int, scratch: Path) -> tuple[lis
             tracking = uri if path == "c" else None
             cfg = load_config(sweep_overrides(n, str(scratch / f"results-{index}"), tracking))
             run = attnsweep(cfg)
+        settle()
         before, machine_before = load(), machine_cpu()
         start, driver_before = time.perf_counter(), time.process_time()
         info = run(trials, settings, scratch / f"run-{index}")
@@ -328,6 +320,19 @@ def run_paths(paths: list[str], n: int, repeat: int, scratch: Path) -> tuple[lis
         runs.append({"path": path, "wall_s": wall, "load_before": before, **info})
         print(f"{PATHS[path]}: {wall:.2f} s (load before {before})", flush=True)
     return runs, migrate_s
+
+
+def settle(timeout_s: float = 120.0) -> None:
+    """Wait until every CPU of the instance is free again: the previous path's actors (Tune's
+    placement groups too) are released asynchronously, seconds after it returns; a path started
+    before would run on one worker for a while."""
+    import ray
+
+    deadline = time.monotonic() + timeout_s
+    while ray.available_resources().get("CPU", 0) < WORKERS:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"Ray's CPUs still busy after {timeout_s:g} s: {ray.available_resources()}")
+        time.sleep(0.2)
 
 
 def machine_cpu() -> tuple[int, int]:
@@ -371,12 +376,6 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--repeat", type=int, default=1, help="runs of every path, interleaved (median kept)")
     parser.add_argument("--quick", action="store_true", help="N=20, nothing written: a check")
     parser.add_argument("--no-save", action="store_true", help="print only, write no results")
-    parser.add_argument(
-        "--freeze-gc",
-        action="store_true",
-        help="gc.freeze() in every worker after its imports: run_trial's gc.collect() then costs "
-        "~nothing, and what is left is orchestration (all paths alike)",
-    )
     args = parser.parse_args(argv)
     n = 20 if args.quick else args.trials
     paths = [p.strip() for p in args.paths.split(",") if p.strip()]
@@ -392,8 +391,9 @@ def main(argv: list[str]) -> int:
     # Without its loggers (TUNE_DISABLE_AUTO_CALLBACK_LOGGERS) Tune warns, per trial, that it cannot
     # read back result.json; the metrics come from memory all the same.
     logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
-    runtime_env = {"worker_process_setup_hook": freeze_gc} if args.freeze_gc else None
-    ray.init(num_cpus=WORKERS, runtime_env=runtime_env, **ray_options())
+    ray.init(num_cpus=WORKERS, **ray_options())
+    # The instance fully up before any clock starts: a first task on each CPU (untimed).
+    ray.get([ray.remote(num_cpus=1)(warm_up).remote() for _ in range(WORKERS)])
     try:
         with tempfile.TemporaryDirectory(prefix="overhead-") as tmp:
             runs, migrate_s = run_paths(paths, n, args.repeat, Path(tmp))
@@ -406,7 +406,6 @@ def main(argv: list[str]) -> int:
         "command": "python benchmarks/orchestration_overhead.py " + " ".join(argv),
         "trials": n,
         "repeat": args.repeat,
-        "freeze_gc": args.freeze_gc,
         "workers": WORKERS,
         "cpus": os.cpu_count(),
         "cpu": cpu_name(),
@@ -422,8 +421,7 @@ def main(argv: list[str]) -> int:
     if not (args.quick or args.no_save):
         out_dir = RESULTS / device_dir()
         out_dir.mkdir(parents=True, exist_ok=True)
-        gc_tag = "-freeze-gc" if args.freeze_gc else ""
-        stem = f"orchestration_overhead-n{n}{gc_tag}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+        stem = f"orchestration_overhead-n{n}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
         (out_dir / f"{stem}.md").write_text(markdown(record) + "\n")
         (out_dir / f"{stem}.json").write_text(json.dumps(record, indent=2) + "\n")
         print(f"saved {out_dir.relative_to(ROOT)}/{stem}.{{md,json}}")
@@ -480,8 +478,6 @@ def notes(record: dict) -> list[str]:
             f"ceilings); {n} trials of the median on {WORKERS} workers: "
             f"{n * a['trial_ms_median'] / 1e3 / WORKERS:.2f} s."
         )
-    if record["freeze_gc"]:
-        out.append("--freeze-gc: every worker froze its imports out of the collector (gc.freeze()).")
     if record["mlflow_store_create_s"] is not None:
         migrate_s = record["mlflow_store_create_s"]
         out.append(f"MLflow SQLite store created before the clock in {migrate_s:.2f} s.")
