@@ -1,6 +1,9 @@
 """The Parquet results store: `<results_dir>/<sweep>/`, one dataset per sweep, appended as results arrive.
 
-Each batch of finished trials becomes its own part file `<run_id>-part-<n>.parquet`, written to a
+Rows appended within `flush_s` of each other (default 1 s) become one part file
+`<run_id>-part-<n>.parquet`: a timer writes them at the latest `flush_s` after the first of them, so
+a fast sweep does not write (and later read back) a file per trial, and a killed driver loses at
+most the last second of rows, which a rerun measures again (resume). Each part is written to a
 dot-prefixed temporary name and renamed, so a killed driver leaves only whole files (readers skip
 dot- and underscore-prefixed names). When a run ends its parts are compacted into
 `<run_id>.parquet`; that rename is the commit point, after which the run's parts are deleted —
@@ -10,6 +13,7 @@ dot- and underscore-prefixed names). When a run ends its parts are compacted int
 import fcntl
 import os
 import socket
+import threading
 import uuid
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -42,23 +46,66 @@ def _write_atomically(table: pa.Table, path: Path) -> None:
 class ResultStore:
     """Appends one run's rows to a sweep's dataset directory."""
 
-    def __init__(self, results_dir: str | os.PathLike, sweep: str, run_id: str):
+    def __init__(self, results_dir: str | os.PathLike, sweep: str, run_id: str, flush_s: float = 1.0):
         self.path = Path(results_dir) / sweep
         self.run_id = run_id
+        self.flush_s = flush_s
         self._parts: list[Path] = []
+        self._pending: list[pa.Table] = []
+        self._timer: threading.Timer | None = None
+        self._lock = threading.Lock()  # the timer's flush against append and finalize
+        self._error: Exception | None = None  # a failed timed flush, raised by the next call
 
-    def append(self, records: Iterable[Mapping[str, Any]]) -> Path | None:
+    def append(self, records: Iterable[Mapping[str, Any]]) -> None:
+        """Queue rows (checked against the schema now); they are on disk within flush_s."""
         table = to_table(records)
-        if table.num_rows == 0:
+        if table.num_rows:
+            with self._lock:
+                self._pending.append(table)
+                if self.flush_s <= 0:
+                    self._write_pending()
+                elif self._timer is None:
+                    self._timer = threading.Timer(self.flush_s, self._timed_flush)
+                    self._timer.daemon = True
+                    self._timer.start()
+        self._raise_pending_error()  # after queueing: the rows stay for finalize to write
+
+    def flush(self) -> Path | None:
+        """Write the queued rows now as one part; its path (None when nothing was queued)."""
+        with self._lock:
+            part = self._write_pending()
+        self._raise_pending_error()
+        return part
+
+    def _timed_flush(self) -> None:
+        try:
+            with self._lock:
+                self._write_pending()
+        except Exception as exc:  # raised to the sweep by its next append, flush or finalize
+            self._error = exc
+
+    def _write_pending(self) -> Path | None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if not self._pending:
             return None
         self.path.mkdir(parents=True, exist_ok=True)
         part = self.path / f"{self.run_id}-part-{len(self._parts):05d}.parquet"
-        _write_atomically(table, part)
+        _write_atomically(pa.concat_tables(self._pending), part)
+        self._pending = []
         self._parts.append(part)
         return part
 
+    def _raise_pending_error(self) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
     def finalize(self) -> Path | None:
-        """Compact this run's parts into one file (fewer, larger files read faster)."""
+        """Write what is queued, then compact this run's parts into one file (fewer, larger files
+        read faster)."""
+        self.flush()
         if not self._parts:
             return None
         table = pa.concat_tables(pq.read_table(p, schema=RESULT_SCHEMA) for p in self._parts)

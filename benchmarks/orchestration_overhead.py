@@ -82,6 +82,7 @@ from orchestrator.planning import plan_trials  # noqa: E402
 RESULTS = Path(__file__).resolve().parent / "results"
 PATHS = {
     "a": "(a) bare Ray, 2 actors",
+    "t": "(t) bare Ray tasks",
     "b": "(b) Ray Tune grid search",
     "x": "(x) attnsweep's RayExecutor alone",
     "c": "(c) attnsweep: Ray + Parquet + MLflow",
@@ -145,6 +146,31 @@ def bare_ray(trials, settings, scratch: Path) -> dict:
     results = ray.get(refs)
     for actor in actors:
         ray.kill(actor)
+    seconds = sorted(s for _, s in results)
+    return {
+        "ok": sum(status == "ok" for status, _ in results),
+        "trial_ms_median": 1e3 * seconds[len(seconds) // 2],
+        "trial_ms_mean": 1e3 * sum(seconds) / len(seconds),
+    }
+
+
+def run_as_task(trial, settings):
+    """A Ray task of 1 CPU: the process's first task sets it up as an actor is set up (Ray keeps the
+    deserialised function, its globals included, in the worker: the set-up is made once per process)."""
+    global TASK_WORKER
+    if TASK_WORKER is None:
+        TASK_WORKER = BareWorker(settings, 1)
+    return TASK_WORKER.run(trial)
+
+
+TASK_WORKER = None
+
+
+def bare_tasks(trials, settings, scratch: Path) -> dict:
+    import ray
+
+    task = ray.remote(num_cpus=1)(run_as_task)
+    results = ray.get([task.remote(trial, settings) for trial in trials])
     seconds = sorted(s for _, s in results)
     return {
         "ok": sum(status == "ok" for status, _ in results),
@@ -297,6 +323,8 @@ def run_paths(paths: list[str], n: int, repeat: int, scratch: Path) -> tuple[lis
     for index, path in enumerate(paths * repeat):
         if path == "a":
             run = bare_ray
+        elif path == "t":
+            run = bare_tasks
         elif path == "b":
             run = ray_tune
         elif path == "x":

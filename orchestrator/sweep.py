@@ -156,7 +156,7 @@ def _run(
     def on_result(trial: Trial, result: TrialResult) -> None:
         attempt = previous.get(trial.trial_id, 0) + result.tries
         records = make_records({**context, "attempt": attempt}, trial, result)
-        store.append(records)  # durable before anything else: a crash loses only trials in flight
+        store.append(records)  # on disk within a second: a crash loses only that and trials in flight
         if tracker is not None:
             for record in records:
                 tracker.log_trial(record)

@@ -1,6 +1,7 @@
 """The results store and its schema: DESIGN.md §3 columns, atomic parts, compaction, whole reads."""
 
 import datetime as dt
+import time
 
 import pandas as pd
 import pyarrow.dataset as ds
@@ -54,7 +55,7 @@ def test_rows_off_schema_are_refused(change):
 
 
 def test_appended_parts_are_readable_at_every_step_then_compacted(tmp_path):
-    store = ResultStore(tmp_path, "s", "run-a")
+    store = ResultStore(tmp_path, "s", "run-a", flush_s=0)  # every append is a part
     for i in range(3):
         store.append([record(i)])
         assert len(pd.read_parquet(tmp_path / "s")) == i + 1  # readable while the run goes on
@@ -64,6 +65,32 @@ def test_appended_parts_are_readable_at_every_step_then_compacted(tmp_path):
     frame = pd.read_parquet(tmp_path / "s")
     assert list(frame["seq_len"]) == [64, 65, 66]
     assert ds.dataset(tmp_path / "s").count_rows() == 3
+
+
+def test_rows_appended_close_together_are_one_part_written_by_the_timer(tmp_path):
+    store = ResultStore(tmp_path, "s", "run-a", flush_s=0.5)
+    for i in range(3):
+        store.append([record(i)])
+    deadline = time.monotonic() + 30
+    while not list((tmp_path / "s").glob("run-a-part-*.parquet")) and time.monotonic() < deadline:
+        time.sleep(0.05)  # no further call: the timer writes them
+    parts = list((tmp_path / "s").glob("run-a-part-*.parquet"))
+    assert len(parts) == 1 and len(pd.read_parquet(parts[0])) == 3
+    store.append([record(3)])
+    assert store.flush() is not None and store.flush() is None  # nothing queued the second time
+    assert len(read_results(tmp_path / "s")) == 4
+
+
+def test_a_failed_timed_write_is_raised_by_the_next_call_and_loses_nothing(tmp_path):
+    (tmp_path / "s").write_text("a file where the dataset directory should be")
+    store = ResultStore(tmp_path, "s", "run-a", flush_s=0.05)
+    store.append([record(0)])
+    time.sleep(0.5)  # the timer tried and failed
+    with pytest.raises(OSError):
+        store.append([record(1)])
+    (tmp_path / "s").unlink()
+    final = store.finalize()  # the queued rows are still there
+    assert sorted(pd.read_parquet(final)["seq_len"]) == [64, 65]
 
 
 def test_runs_accumulate_and_read_whole(tmp_path):
@@ -80,6 +107,7 @@ def test_runs_accumulate_and_read_whole(tmp_path):
 def test_repair_removes_parts_of_compacted_runs(tmp_path):
     store = ResultStore(tmp_path, "s", "run-a")
     store.append([record(0)])
+    store.flush()
     part = next((tmp_path / "s").glob("run-a-part-*.parquet"))
     leftover = part.read_bytes()
     store.finalize()
@@ -108,7 +136,9 @@ def test_a_dataset_started_by_older_code_reads_with_every_column(tmp_path):
         phase="quality", backend="torch-ref", task="mqar", accuracy=0.5, seed=3, quality='{"task":"mqar"}'
     )
     new.update(latency_ms=None, train_curve=[{"step": 10, "loss": 2.5}, {"step": 20, "loss": 1.5}])
-    ResultStore(tmp_path, "s", "run-new").append([new])
+    store = ResultStore(tmp_path, "s", "run-new")
+    store.append([new])
+    store.finalize()
     frame = read_results(tmp_path / "s")
     assert list(frame.columns) == list(COLUMNS) and len(frame) == 2
     by_run = frame.set_index("run_id")
