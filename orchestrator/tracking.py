@@ -59,13 +59,22 @@ def resolve_tracking_uri(uri: str | None) -> str:
     return uri
 
 
+WAL_STORES: set[str] = set()  # SQLite files whose connections in this process skip the fsync per commit
+
+
 def use_write_ahead_log(uri: str) -> None:
     """Put a SQLite store (created here when missing) in write-ahead-log mode, which persists in the
-    file. In SQLite's default rollback mode every commit waits for several fsyncs, and MLflow commits
-    about five times per child run: WAL made a child 25-40% faster here (16 against 22-27 ms).
-    Readers such as `mlflow ui` on the same host are unaffected. A store SQLite cannot open is left
-    for MLflow to report."""
+    file, and make this process's connections to it commit without waiting for the disk
+    (synchronous=NORMAL: in WAL mode an application crash loses nothing and a power cut at most the
+    last commits, never the database; the Parquet dataset is the record and `attnsweep sync` restores
+    what a store lacks). In SQLite's default mode each commit waits for fsyncs, and MLflow commits
+    about five times per child run: a child took 27 ms here, 16 ms with WAL and NORMAL. Readers such
+    as `mlflow ui` on the same host are unaffected. A store SQLite cannot open is left for MLflow to
+    report."""
     import sqlite3
+
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
 
     prefix = "sqlite:///"
     if not uri.startswith(prefix):
@@ -76,7 +85,20 @@ def use_write_ahead_log(uri: str) -> None:
         with contextlib.closing(sqlite3.connect(path, timeout=20)) as connection:
             connection.execute("PRAGMA journal_mode=WAL").fetchall()
     except (OSError, sqlite3.Error):
-        pass
+        return
+    if not WAL_STORES:
+        event.listen(Engine, "connect", _commit_without_fsync)
+    WAL_STORES.add(str(path.resolve()))
+
+
+def _commit_without_fsync(connection, _record) -> None:
+    """SQLAlchemy's hook on every new database connection of this process: MLflow's to a WAL store."""
+    import sqlite3
+
+    if isinstance(connection, sqlite3.Connection):
+        files = {row[2] for row in connection.execute("PRAGMA database_list")}
+        if files & WAL_STORES:
+            connection.execute("PRAGMA synchronous=NORMAL")
 
 
 def make_client(uri: str):
