@@ -139,3 +139,19 @@ def test_a_long_training_curve_is_logged_in_several_batches(sweep_run, tmp_path)
     history = client.get_metric_history(child, "train_loss")
     assert sorted(m.step for m in history) == list(range(1, 2501))
     assert client.get_run(child).info.status == "FINISHED"
+
+
+def test_a_sqlite_store_is_written_ahead_and_committed_without_fsync(sweep_run):
+    """The store a sweep logs to is in WAL mode (persistent, read by any SQLite reader), and MLflow's
+    connections to it in this process commit with synchronous=NORMAL (1), not the default FULL (2)."""
+    import sqlite3
+
+    from sqlalchemy import create_engine
+
+    _, uri, _ = sweep_run
+    path = uri.removeprefix("sqlite:///")
+    with sqlite3.connect(path) as reader:
+        assert reader.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert reader.execute("PRAGMA synchronous").fetchone()[0] == 2  # another file's or tool's: as is
+    with create_engine(uri).connect() as connection:  # a new connection of this process to the store
+        assert connection.exec_driver_sql("PRAGMA synchronous").scalar() == 1
