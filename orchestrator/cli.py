@@ -1,7 +1,8 @@
 """`attnsweep`: run a sweep, show its plan, or report on its results.
 
 Exit codes: 0 done (failed trials included), 1 the orchestrator itself failed, 2 invalid
-configuration or usage (one line on stderr naming the key and value, before any work starts).
+configuration or usage (one line on stderr naming the key and value, before any work starts),
+3 `compare` flagged a regression.
 """
 
 import argparse
@@ -12,6 +13,7 @@ from orchestrator.config import ConfigError, load_config
 from orchestrator.planning import plan_trials
 
 USAGE_ERROR, FAILURE = 2, 1
+REGRESSION_FLAGGED = 3
 
 
 def _fail(code: int, message: str) -> int:
@@ -67,15 +69,20 @@ def cmd_run(overrides: list[str], sweep_dirs: tuple[str, ...] = ()) -> int:
     return 0
 
 
-def cmd_report(results: str, out: str | None) -> int:
+def cmd_report(results: str, out: str | None, baseline: str = "mha/torch-sdpa") -> int:
     from analysis.report import build_report
+    from analysis.speed import Baseline
 
+    try:
+        Baseline.parse(baseline)
+    except ValueError as exc:
+        return _fail(USAGE_ERROR, f"--baseline={baseline}: {exc}")
     path = Path(results)
     if not path.is_dir():
         return _fail(USAGE_ERROR, f"RESULTS={results}: no results dataset there")
     out_dir = Path(out) if out else Path("reports") / path.name
     try:
-        paths = build_report(path, out_dir)
+        paths = build_report(path, out_dir, baseline=baseline)
     except ValueError as exc:
         return _fail(USAGE_ERROR, f"RESULTS={results}: {exc}")
     print(f"report: {paths.html}\nsummary: {paths.markdown}")
@@ -95,6 +102,35 @@ def cmd_sync(results: str, tracking_uri: str | None) -> int:
     return 0
 
 
+def cmd_compare(base: str, new: str, out: str | None, threshold: str, metric: str) -> int:
+    from analysis.compare import CompareError, write_comparison
+
+    try:
+        output = write_comparison(base, new, out, metric=metric, threshold=threshold)
+    except CompareError as exc:
+        return _fail(USAGE_ERROR, str(exc))
+    print(output.text)
+    return REGRESSION_FLAGGED if len(output.comparison.flagged) else 0
+
+
+def cmd_submit(overrides: list[str], address: str | None, wait: bool) -> int:
+    from orchestrator.jobs import JobsError, submit_sweep
+
+    try:
+        return submit_sweep(overrides, address, wait)
+    except JobsError as exc:
+        return _fail(FAILURE, str(exc))
+
+
+def cmd_jobs(action: str, job_id: str | None, address: str | None, follow: bool) -> int:
+    from orchestrator.jobs import JobsError, manage_jobs
+
+    try:
+        return manage_jobs(action, job_id, address, follow)
+    except JobsError as exc:
+        return _fail(FAILURE, str(exc))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="attnsweep", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -109,11 +145,37 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="write index.html and summary.md for a results dataset")
     report.add_argument("results", help="a sweep's dataset directory, e.g. results/smoke")
     report.add_argument("--out", help="output directory (default: reports/<sweep>)")
+    report.add_argument(
+        "--baseline",
+        default="mha/torch-sdpa",
+        metavar="VARIANT/BACKEND",
+        help="what speedups are measured against (default: mha/torch-sdpa)",
+    )
     sync = sub.add_parser("sync", help="log to MLflow the rows of a results dataset that it lacks")
     sync.add_argument("results", help="a sweep's dataset directory, e.g. results/smoke")
     sync.add_argument(
         "--tracking-uri", help="MLflow store (default: as `run`: MLFLOW_TRACKING_URI, else ./mlflow.db)"
     )
+    compare = sub.add_parser(
+        "compare", help="compare two results datasets point by point; exit 3 when it flags a regression"
+    )
+    for side in ("base", "new"):
+        compare.add_argument(
+            side, metavar=side.upper(), help="a dataset dir (results/smoke) or one run: DIR@RUN_ID"
+        )
+    compare.add_argument("--threshold", default="0.05", help="slowdown that counts (fraction, default 0.05)")
+    compare.add_argument("--metric", default="latency_ms", help="latency_ms (default) or compile_ms")
+    compare.add_argument("--out", help="output directory (default: reports/compare-<base>-vs-<new>)")
+    address_help = "the cluster's job server, http://HEAD:8265 (default: $RAY_API_SERVER_ADDRESS)"
+    submit = sub.add_parser("submit", help="run a sweep as a Ray Job on a cluster (see cluster/README.md)")
+    submit.add_argument("overrides", nargs="*", help="as for run; results_dir: absolute, on the cluster")
+    submit.add_argument("--address", help=address_help)
+    submit.add_argument("--wait", action="store_true", help="stream the job's logs; exit 0 when it succeeds")
+    jobs = sub.add_parser("jobs", help="list the sweeps submitted to a cluster, show their logs, stop them")
+    jobs.add_argument("action", nargs="?", default="list", choices=["list", "logs", "stop", "delete"])
+    jobs.add_argument("job_id", nargs="?", metavar="ID", help="a submission id (from `attnsweep jobs`)")
+    jobs.add_argument("--address", help=address_help)
+    jobs.add_argument("--follow", action="store_true", help="logs: stream them until the job ends")
     return parser
 
 
@@ -126,7 +188,13 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_plan(args.overrides, tuple(args.sweeps))
         if args.command == "sync":
             return cmd_sync(args.results, args.tracking_uri)
-        return cmd_report(args.results, args.out)
+        if args.command == "compare":
+            return cmd_compare(args.base, args.new, args.out, args.threshold, args.metric)
+        if args.command == "submit":
+            return cmd_submit(args.overrides, args.address, args.wait)
+        if args.command == "jobs":
+            return cmd_jobs(args.action, args.job_id, args.address, args.follow)
+        return cmd_report(args.results, args.out, args.baseline)
     except ConfigError as exc:
         return _fail(USAGE_ERROR, str(exc))
     except KeyboardInterrupt:

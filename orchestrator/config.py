@@ -86,7 +86,10 @@ class RayConf:
     address: str | None = None
     num_cpus: int | None = None
     num_gpus: int | None = None
-    cpu_workers: int = 2
+    # CPU actors when the cluster has no GPU (with GPUs: one actor per GPU). null: every CPU slot
+    # (CPUs / cpus_per_worker) of a cluster the sweep joins (`address`), and at most 2 on an instance
+    # the sweep starts itself (each worker holds its own torch: a big machine would fill its memory).
+    cpu_workers: int | None = None
     cpus_per_worker: int = 1
     # A trial running longer is recorded as `timeout` and its worker replaced (null: no limit).
     trial_timeout_s: float | None = 1800.0
@@ -276,7 +279,7 @@ def validate(cfg: DictConfig) -> None:
     if cfg.progress not in PROGRESS_MODES:
         raise ConfigError(f"progress: {cfg.progress!r} is not one of {', '.join(PROGRESS_MODES)}")
     for key in ("cpu_workers", "cpus_per_worker", "max_attempts"):
-        if cfg.ray[key] < 1:
+        if cfg.ray[key] is not None and cfg.ray[key] < 1:
             raise ConfigError(f"ray.{key}: {cfg.ray[key]} must be at least 1")
     if cfg.ray.trial_timeout_s is not None and cfg.ray.trial_timeout_s <= 0:
         raise ConfigError(f"ray.trial_timeout_s: {cfg.ray.trial_timeout_s} must be positive (null: no limit)")

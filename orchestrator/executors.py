@@ -109,12 +109,21 @@ def _connect(options: RayConf) -> bool:
     return True
 
 
-def worker_layout(cluster_resources: dict[str, float], options: RayConf) -> tuple[int, dict[str, int]]:
-    """(number of actors, resources of each): one per GPU when the cluster has GPUs, else CPU slots."""
+def worker_layout(cluster_resources: dict[str, float], options: RayConf) -> tuple[int, dict]:
+    """(number of actors, Ray options of each): one per GPU when the cluster has GPUs, else one per
+    `cpus_per_worker` CPUs: `cpu_workers` of them, by default every CPU slot of a cluster the sweep
+    joined (ray.address) and at most 2 on a local instance (each worker holds its own torch). SPREAD
+    puts the actors on as many nodes as possible: a sweep uses the whole cluster, not one node."""
+    spread = {"scheduling_strategy": "SPREAD"}
     n_gpus = int(cluster_resources.get("GPU", 0))
     if n_gpus:
-        return n_gpus, {"num_gpus": 1, "num_cpus": 1}
-    return options.cpu_workers, {"num_cpus": options.cpus_per_worker}
+        return n_gpus, {"num_gpus": 1, "num_cpus": 1, **spread}
+    slots = max(1, int(cluster_resources.get("CPU", 0)) // options.cpus_per_worker)
+    if options.cpu_workers is not None:
+        n_workers = options.cpu_workers
+    else:
+        n_workers = slots if options.address else min(2, slots)
+    return n_workers, {"num_cpus": options.cpus_per_worker, **spread}
 
 
 def _failed(error: str, status: str = "error", tries: int = 1) -> TrialResult:

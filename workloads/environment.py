@@ -1,6 +1,7 @@
 """Facts about the machine a trial runs on and the code it runs, recorded in every result row."""
 
 import functools
+import os
 import platform
 import socket
 import subprocess
@@ -58,9 +59,16 @@ def _git(cwd: Path, *args: str) -> str:
     ).stdout.strip()
 
 
+CODE_VERSION_ENV = "ATTNSWEEP_CODE_VERSION"
+
+
 @functools.cache
 def code_version(repo: str | None = None) -> str:
-    """`git describe`-like id of the code: commit, plus '+dirty' when the tree has changes."""
+    """`git describe`-like id of the code: commit, plus '+dirty' when the tree has changes. A sweep
+    submitted to a cluster runs from a copy without .git: `attnsweep submit` passes the submitter's
+    version in CODE_VERSION_ENV."""
+    if repo is None and os.environ.get(CODE_VERSION_ENV):
+        return os.environ[CODE_VERSION_ENV]
     cwd = Path(repo) if repo else Path(__file__).resolve().parent.parent
     try:
         commit = _git(cwd, "rev-parse", "--short=12", "HEAD")

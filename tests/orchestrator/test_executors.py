@@ -16,15 +16,36 @@ def trials(n: int, variant="gqa") -> list[Trial]:
     return [Trial(variant, "torch-sdpa", "prefill", 1, 16 + i, 4, 2, 16, "float32", True) for i in range(n)]
 
 
+SPREAD = {"scheduling_strategy": "SPREAD"}
+
+
 @pytest.mark.parametrize(
-    "resources,expected",
+    "resources,options,expected",
     [
-        pytest.param({"CPU": 16, "GPU": 4}, (4, {"num_gpus": 1, "num_cpus": 1}), id="one-actor-per-gpu"),
-        pytest.param({"CPU": 16}, (3, {"num_cpus": 2}), id="cpu-slots"),
+        pytest.param(
+            {"CPU": 16, "GPU": 4},
+            RayConf(cpu_workers=3),
+            (4, {"num_gpus": 1, "num_cpus": 1, **SPREAD}),
+            id="one-actor-per-gpu",
+        ),
+        pytest.param(
+            {"CPU": 16},
+            RayConf(cpu_workers=3, cpus_per_worker=2),
+            (3, {"num_cpus": 2, **SPREAD}),
+            id="cpu-workers",
+        ),
+        pytest.param(
+            {"CPU": 17},
+            RayConf(address="auto", cpus_per_worker=2),
+            (8, {"num_cpus": 2, **SPREAD}),
+            id="joined-cluster-every-slot",
+        ),
+        pytest.param({"CPU": 16}, RayConf(), (2, {"num_cpus": 1, **SPREAD}), id="local-instance-at-most-2"),
+        pytest.param({"CPU": 1}, RayConf(), (1, {"num_cpus": 1, **SPREAD}), id="local-instance-1-cpu"),
     ],
 )
-def test_worker_layout(resources, expected):
-    assert worker_layout(resources, RayConf(cpu_workers=3, cpus_per_worker=2)) == expected
+def test_worker_layout(resources, options, expected):
+    assert worker_layout(resources, options) == expected
 
 
 def test_ray_runs_every_trial_and_streams_results(ray_cluster):
