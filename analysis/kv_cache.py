@@ -7,16 +7,16 @@ of the configuration is shown and named.
 
 import html
 
-import matplotlib
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import ScalarFormatter
 
 from analysis.blocks import Block, Cell, Table, fmt
-from analysis.plots import axis_value, figure_svg
+from analysis.plots import axis_value, figure_svg, palette
 
 CONFIG = ["variant", "n_heads", "n_kv_heads", "head_dim", "dtype", "params"]
 MAX_BARS = 60
+MARKDOWN_ROWS = 20  # a longer list stays out of summary.md
 LOG_SCALE_RATIO = 30
 
 
@@ -38,15 +38,14 @@ def per_config(kept: pd.DataFrame) -> pd.DataFrame:
 
 def kv_cache_svg(configs: pd.DataFrame) -> str:
     shown = configs.head(MAX_BARS)
-    variants = sorted(shown["variant"].unique())
-    colors = matplotlib.colormaps["tab20"]
+    colors = palette(sorted(shown["variant"].unique()))
     fig = Figure(figsize=(9, 0.9 + 0.26 * len(shown)), layout="constrained")
     ax = fig.add_subplot()
     y = range(len(shown))
     ax.barh(
         list(y),
         shown["kv_bytes_per_token"].astype(float),
-        color=[colors(variants.index(v) % 20) for v in shown["variant"]],
+        color=[colors[v] for v in shown["variant"]],
     )
     ax.set_yticks(list(y), [_config_label(r) for _, r in shown.iterrows()], fontsize="small")
     ax.invert_yaxis()
@@ -103,4 +102,9 @@ def kv_cache_blocks(kept: pd.DataFrame) -> list[Block]:
         note += f" The chart shows the {MAX_BARS} smallest of {len(configs)} configurations."
     caption = "One bar per configuration; colour: variant."
     figure = f"<figure>{kv_cache_svg(configs)}<figcaption>{html.escape(caption)}</figcaption></figure>"
-    return blocks + [Block("p", note), Block("raw", figure), Block("table", table)]
+    in_markdown = len(configs) <= MARKDOWN_ROWS
+    blocks += [Block("p", note), Block("raw", figure), Block("table", table, markdown=in_markdown)]
+    if not in_markdown:
+        summary = f"{len(configs)} configurations, listed in the report; by heads: see Memory against heads."
+        blocks.append(Block("p", summary, html=False))
+    return blocks

@@ -19,8 +19,8 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
 
 from analysis.blocks import Block, Cell, Table, fmt
 from analysis.plots import axis_value, figure_svg
+from analysis.rows import TRAINED_PHASES
 
-TRAINED_PHASES = ("quality", "prune")
 # A configuration of the trained phases: seeds of equal configurations are pooled.
 CONFIG = ["task", "quality", "variant", "params", "n_heads", "n_kv_heads", "head_dim", "batch", "seq_len"]
 # A prefill row measures a quality configuration's layer when these are equal (any backend and dtype).

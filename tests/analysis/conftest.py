@@ -53,9 +53,14 @@ def make_row(
     status: str = "ok",
     latency_ms: float | None = None,
     error: str | None = None,
+    n_heads: int = 8,
+    head_dim: int = 64,
+    batch: int = 2,
+    dtype: str = "float16",
 ) -> dict:
-    """One row with every schema column, measured numbers from a toy cost model."""
-    n_heads, n_kv, head_dim, batch = 8, VARIANTS[variant], 64, 2
+    """One row with every schema column, measured numbers from a toy cost model. KV heads: as many as
+    query heads for mha, else the variant's VARIANTS count."""
+    n_kv = n_heads if variant == "mha" else VARIANTS[variant]
     config = dict(
         variant=variant,
         backend=backend,
@@ -65,7 +70,7 @@ def make_row(
         n_heads=n_heads,
         n_kv_heads=n_kv,
         head_dim=head_dim,
-        dtype="float16",
+        dtype=dtype,
         causal=True,
         params="{}",
     )
@@ -91,12 +96,13 @@ def make_row(
     )
     if status != "ok":
         return row
-    q_len = seq_len if phase == "prefill" else 1
-    flops = 4.0 * batch * n_heads * q_len * (seq_len + 1) / 2 * head_dim
+    q_len = 1 if phase == "decode" else seq_len
+    flops = 4.0 * batch * n_heads * q_len * (seq_len + 1) / 2 * head_dim * (3.5 if phase == "train" else 1)
     kv_bytes = 2 * batch * n_kv * seq_len * head_dim * 2
     speed = {"torch-ref": 3.0, "torch-sdpa": 1.0, "triton": 0.8}[backend] * (1 + n_kv / 8)
     if latency_ms is None:
-        latency_ms = speed * (2e-5 * seq_len**1.6 if phase == "prefill" else 1e-4 * seq_len) + 0.01
+        latency_ms = speed * (1e-4 * seq_len if phase == "decode" else 2e-5 * seq_len**1.6) + 0.01
+        latency_ms *= n_heads / 8 * (3 if phase == "train" else 1)
         latency_ms *= 400 if interpreted else 1
     row.update(
         latency_ms=latency_ms,
@@ -143,6 +149,63 @@ def fixture_rows() -> tuple[list[dict], list[dict]]:
         make_row(RUN_2, t2 + timedelta(seconds=2), **KEPT_TRIAL, status="timeout", error=TIMEOUT),
     ]
     return run1, run2
+
+
+HEADS = (4, 6, 12)  # query heads of the heads dataset: not only powers of two
+HEADS_SEQ_LENS = (100, 384, 1000)
+HEADS_HEAD_DIM, HEADS_BATCH = 48, 3
+
+
+def heads_rows() -> list[dict]:
+    """One run over variants × backends × phases prefill, decode, train × heads × lengths, bf16, head
+    dim 48, batch 3, with the fixture's failures: triton decode interpreted, one oom, one error, one
+    unsupported. For the sections that plot against heads and the browser test."""
+    t0 = datetime(2025, 4, 1, 9, 0, tzinfo=timezone.utc)
+    rows = []
+    points = [
+        (v, b, p, h, s)
+        for v in VARIANTS
+        for b in BACKENDS
+        for p in ("prefill", "decode", "train")
+        for h in HEADS
+        for s in HEADS_SEQ_LENS
+    ]
+    for i, (variant, backend, phase, n_heads, seq_len) in enumerate(points):
+        kwargs: dict = {}
+        if (variant, backend, phase, n_heads, seq_len) == ("mha", "torch-ref", "train", 12, 1000):
+            kwargs = dict(status="oom", error="CUDA out of memory. Tried to allocate 3.00 GiB")
+        elif (variant, backend, phase, n_heads, seq_len) == ("gqa", "triton", "train", 6, 100):
+            kwargs = dict(status="error", error=TRACEBACK)
+        elif (variant, backend, phase) == ("mqa", "torch-sdpa", "train") and n_heads == 4 and seq_len == 384:
+            kwargs = dict(status="unsupported", error="torch-sdpa has no train path for this point")
+        rows.append(
+            make_row(
+                "run-heads",
+                t0 + timedelta(seconds=i),
+                variant=variant,
+                backend=backend,
+                phase=phase,
+                seq_len=seq_len,
+                n_heads=n_heads,
+                head_dim=HEADS_HEAD_DIM,
+                batch=HEADS_BATCH,
+                dtype="bfloat16",
+                **kwargs,
+            )
+        )
+    for row in rows:
+        row["sweep"] = "heads"
+    return rows
+
+
+@pytest.fixture(scope="session")
+def heads_dir(tmp_path_factory) -> object:
+    """The heads dataset written through the real store: `<results_dir>/heads/`."""
+    root = tmp_path_factory.mktemp("heads-results")
+    store = ResultStore(root, "heads", "run-heads")
+    store.append(heads_rows())
+    store.finalize()
+    return root / "heads"
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,7 @@ from analysis.blocks import Block, Table
 from analysis.quality import pareto_front, quality_blocks
 from analysis.report import build_report, latest_per_trial, load_results
 from analysis.schema import COLUMNS
-from tests.analysis.test_report import Page, md_tables
+from tests.analysis.test_report import Page, figures, md_tables
 
 HEAD_DIM, BATCH, SEQ_LEN, N_LAYERS = 16, 32, 64, 2
 TRAIN = {"lr": 0.003, "n_eval": 500, "n_layers": N_LAYERS, "n_train": 4000, "steps": 200}
@@ -275,7 +275,8 @@ def test_build_report_has_the_quality_section(tmp_path):
     html_text, markdown = paths.html.read_text(encoding="utf-8"), paths.markdown.read_text(encoding="utf-8")
     page = Page(html_text)
     assert page.errors == []
-    assert page.tags["svg"] == 4  # prefill latency, quality vs cost, pruning, KV cache per token
+    # prefill: speedup and latency; memory against heads (2 and 4 heads); quality vs cost; pruning; KV bars
+    assert page.tags["svg"] == 6, figures(html_text)
     for heading in (
         "## Quality",
         "### Accuracy by variant and heads",

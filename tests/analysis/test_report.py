@@ -1,5 +1,6 @@
 """build_report on the two-run fixture dataset and on its edge cases."""
 
+import re
 import subprocess
 import sys
 from collections import Counter
@@ -67,6 +68,26 @@ class Page(HTMLParser):
         return "".join(self.text)
 
 
+def figures(html_text: str) -> list[str]:
+    """The text of each inline SVG figure (titles, axis labels, legends), one string per figure."""
+    return [
+        " | ".join(re.findall(r"<text[^>]*>([^<]*)</text>", svg))
+        for svg in re.findall(r"<svg.*?</svg>", html_text, re.S)
+    ]
+
+
+def has_figures(html_text: str, *titles: str) -> bool:
+    """Exactly one figure per title, in that order, and no other."""
+    found = figures(html_text)
+    return len(found) == len(titles) and all(t in f for t, f in zip(titles, found, strict=True))
+
+
+SPEEDUP = "speedup over mha on torch-sdpa"
+ROOFLINE = "Roofline: achieved rate against arithmetic intensity"
+KV_BARS = "KV cache per token across variants"
+HEATMAP = "Relative error against the high-precision reference"
+
+
 def md_tables(markdown: str) -> list[list[str]]:
     """The Markdown tables as lists of lines; each must keep one column count."""
     tables, current = [], []
@@ -101,9 +122,15 @@ def test_html_is_well_formed_and_self_contained(report):
     page = Page(html_text)
     assert page.errors == []
     assert page.tags["title"] == 1 and page.tags["meta"] >= 1 and 'charset="utf-8"' in html_text
-    assert page.tags["svg"] == 3  # one figure per phase, one of the KV cache per token
-    assert page.tags["script"] == 0 and page.tags["link"] == 0 and page.tags["img"] == 0
-    assert "src=" not in html_text and "@import" not in html_text
+    prefill, decode = "prefill: latency against sequence length", "decode: latency against sequence length"
+    assert has_figures(html_text, SPEEDUP, prefill, SPEEDUP, decode, ROOFLINE, KV_BARS, HEATMAP), figures(
+        html_text
+    )
+    assert page.tags["svg"] == 7
+    assert (
+        page.tags["script"] == 1 and page.tags["link"] == 0 and page.tags["img"] == 0
+    )  # the inline sort script
+    assert "src=" not in html_text and "@import" not in html_text and "http" not in html_text.split("<svg")[0]
 
 
 def test_html_names_variants_backends_phases_and_environment(report):
@@ -203,7 +230,7 @@ def test_failures_only_dataset(results_df, tmp_path):
 def test_single_seq_len_still_plots(results_df, tmp_path):
     paths = build_report(results_df[results_df["seq_len"] == 384], tmp_path)
     page = Page(paths.html.read_text(encoding="utf-8"))
-    assert page.errors == [] and page.tags["svg"] == 3
+    assert page.errors == [] and page.tags["svg"] == 7  # as the full fixture: a single length still plots
     assert "| variant | backend | kv heads | 384 |" in paths.markdown.read_text(encoding="utf-8")
 
 
@@ -212,7 +239,11 @@ def test_phase_with_only_interpreted_rows(results_df, tmp_path):
     paths = build_report(only, tmp_path, title="interpreted <only>")
     html_text = paths.html.read_text(encoding="utf-8")
     page = Page(html_text)
-    assert page.errors == [] and page.tags["svg"] == 2
+    # No measured row: no speedup and no roofline, but the latency (dashed), KV cache and accuracy.
+    assert page.errors == [] and has_figures(html_text, "decode: latency", KV_BARS, HEATMAP), figures(
+        html_text
+    )
+    assert "No measured rows (ok, not interpreted) in this phase." in html_text  # the glance says why
     assert "<title>interpreted &lt;only&gt;</title>" in html_text
     assert not any("best" in c for _, cells in page.rows for c in cells)
     assert "(interpreted †)" in html_text  # the legend entry of the dashed lines
@@ -224,9 +255,11 @@ def test_missing_optional_values(results_df, tmp_path):
     sparse["causal"] = None
     sparse.loc[sparse.index[:10], ["latency_ms", "timestamp", "trial_id", "host"]] = None
     paths = build_report(sparse, tmp_path)
-    page = Page(paths.html.read_text(encoding="utf-8"))
-    assert page.errors == [] and page.tags["svg"] == 3
-    assert "—" in page.all_text
+    html_text = paths.html.read_text(encoding="utf-8")
+    page = Page(html_text)
+    # No rel_err anywhere: no heatmap; missing causal values still match the baseline.
+    assert page.errors == [] and page.tags["svg"] == 6 and HEATMAP not in html_text
+    assert "—" in page.all_text and SPEEDUP in html_text
 
 
 @pytest.mark.parametrize("kind", ["dataframe", "directory"])

@@ -1,0 +1,133 @@
+"""build_report's page in a real browser: headless Chromium (Debian's `chromium`; this module's set-up
+installs it with apt-get when it is missing and we are root), run with --headless --no-sandbox
+--disable-gpu at a laptop's 1366×900. The page must load without console errors, fit the screen's
+width, sort its tables when a header is clicked, and its screenshot must not be blank.
+"""
+
+import os
+import shutil
+import subprocess
+
+import pandas as pd
+import pytest
+from PIL import Image, ImageStat
+
+from analysis.report import build_report
+from tests.analysis.chromium import WINDOW, DevTools, install_chromium, screenshot
+from tests.analysis.conftest import heads_rows
+from tests.analysis.test_quality import make_rows as quality_rows
+
+
+@pytest.fixture(scope="module")
+def chromium() -> str:
+    try:
+        binary = install_chromium()
+    except (RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
+        binary, why = None, f"installing it failed: {exc}"
+    else:
+        why = "it is not installed and this is not root with apt-get"
+    if binary is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"chromium is needed for the browser tests; {why}")
+        pytest.skip(f"no chromium: {why}")
+    return binary
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    """The report of a fixture dataset with every section: three phases over 4/6/12 heads, failures,
+    interpreted rows, and the trained phases."""
+    rows = pd.concat([pd.DataFrame(heads_rows()), quality_rows()], ignore_index=True)
+    return build_report(rows, tmp_path_factory.mktemp("browser-report")).html
+
+
+@pytest.fixture(scope="module")
+def page(chromium, report, tmp_path_factory):
+    with DevTools(chromium, tmp_path_factory.mktemp("devtools") / "profile") as browser:
+        browser.open(report.as_uri())
+        yield browser
+
+
+def test_screenshot_is_not_blank(chromium, report, tmp_path):
+    shot = tmp_path / "report.png"
+    done = screenshot(chromium, report.as_uri(), shot, tmp_path / "profile")
+    assert done.returncode == 0 and shot.exists(), done.stderr[-2000:]
+    image = Image.open(shot).convert("L")
+    assert image.size == WINDOW
+    assert ImageStat.Stat(image).stddev[0] > 20  # a blank or single-colour page has none
+    inked = sum(image.histogram()[:200]) / (image.width * image.height)
+    assert 0.02 < inked < 0.6, f"share of dark pixels {inked:.3f}"
+    if os.environ.get("ATTNSWEEP_KEEP_SCREENSHOT"):  # to look at it: a path to copy it to
+        shutil.copy(shot, os.environ["ATTNSWEEP_KEEP_SCREENSHOT"])
+
+
+def test_no_console_errors(page):
+    assert page.problems() == []
+
+
+def test_page_fits_a_laptop_screen(page):
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= WINDOW[0], "wide tables must scroll in their own box, not the page"
+    first_section = page.evaluate("document.querySelector('h2').getBoundingClientRect().top")
+    assert first_section < WINDOW[1] / 3  # the environment heads the report, on the first screen
+
+
+SORT_COLUMN = """
+(() => {
+  const header = t => t.tHead.rows[0].cells[%(column)d];
+  const table = [...document.querySelectorAll("table.sortable")]
+    .find(t => header(t) && header(t).textContent === %(header)r);
+  const th = header(table);
+  const value = cell => cell.getAttribute("data-sort") || cell.textContent;
+  const values = () => [...table.tBodies[0].rows].map(r => value(r.cells[%(column)d]));
+  th.click();
+  const up = [values(), th.getAttribute("aria-sort")];
+  th.click();
+  return {up: up[0], upSort: up[1], down: values(), downSort: th.getAttribute("aria-sort")};
+})()
+"""
+
+
+def _number(text: str) -> float:
+    return float(text.split("–")[0].rstrip("×%"))
+
+
+@pytest.mark.parametrize(
+    "column, header",
+    [
+        pytest.param(5, "best TFLOP/s", id="numbers"),
+        pytest.param(3, "× mha/torch-sdpa", id="ratios-and-the-word-baseline"),
+        pytest.param(4, "min–max", id="ranges-with-missing-values"),
+    ],
+)
+def test_clicking_a_header_sorts_its_column(page, column, header):
+    got = page.evaluate(SORT_COLUMN % {"column": column, "header": header})
+    assert (got["upSort"], got["downSort"]) == ("ascending", "descending")
+    for values, descending in ((got["up"], False), (got["down"], True)):
+        present = [v for v in values if v != "—"]
+        assert values == present + ["—"] * (len(values) - len(present))  # missing last, either way
+        numbers = [_number(v) for v in present if v[0].isdigit()]
+        assert numbers == sorted(numbers, reverse=descending) and len(numbers) >= 2
+        words = [v for v in present if not v[0].isdigit()]
+        # Ascending: numbers, then words; descending: the reverse.
+        assert present == (
+            [*words, *present[len(words) :]] if descending else [*present[: len(numbers)], *words]
+        )
+
+
+def test_every_header_sorts_without_errors(page):
+    every_header = "[...document.querySelectorAll('table.sortable thead th')]"
+    clicked = page.evaluate(f"{every_header}.map(th => (th.click(), th.click(), 1)).length")
+    assert clicked > 50 and page.problems() == []
+
+
+def test_a_page_with_a_script_error_is_caught(chromium, tmp_path):
+    """The check above can fail: a page that throws and logs an error is reported."""
+    broken = tmp_path / "broken.html"
+    broken.write_text(
+        "<!doctype html><title>x</title><script>console.error('planted'); notDefined();</script>"
+    )
+    with DevTools(chromium, tmp_path / "profile") as browser:
+        browser.open(broken.as_uri())
+        problems = browser.problems()
+    assert any("planted" in p for p in problems) and any("notDefined" in p for p in problems)

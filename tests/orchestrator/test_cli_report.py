@@ -1,0 +1,38 @@
+"""`attnsweep report RESULTS [--out DIR] [--baseline VARIANT/BACKEND]` on a dataset written by the store."""
+
+import pytest
+
+from analysis.store import ResultStore
+from orchestrator.cli import main
+from tests.analysis.conftest import heads_rows
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("results")
+    store = ResultStore(root, "heads", "run-heads")
+    store.append(heads_rows())
+    store.finalize()
+    return root / "heads"
+
+
+@pytest.mark.parametrize(
+    "args, heading",
+    [
+        pytest.param([], "against mha on torch-sdpa", id="default-baseline"),
+        pytest.param(["--baseline", "mqa/torch-ref"], "against mqa on torch-ref", id="chosen-baseline"),
+    ],
+)
+def test_report_writes_both_files_against_the_baseline(dataset, tmp_path, capsys, args, heading):
+    assert main(["report", str(dataset), "--out", str(tmp_path), *args]) == 0
+    html_path, markdown_path = tmp_path / "index.html", tmp_path / "summary.md"
+    assert capsys.readouterr().out == f"report: {html_path}\nsummary: {markdown_path}\n"
+    assert f"### prefill: at a glance, {heading}" in (tmp_path / "summary.md").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("baseline", ["mha", "mha/", "mha/torch-sdpa/x"])
+def test_malformed_baseline_exits_2_before_reading(dataset, tmp_path, capsys, baseline):
+    assert main(["report", str(dataset), "--out", str(tmp_path / "out"), "--baseline", baseline]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"--baseline={baseline}: baseline must be VARIANT/BACKEND" in err
+    assert not (tmp_path / "out").exists()
