@@ -27,4 +27,4 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 
 clean:
-	rm -rf results reports mlflow.db mlflow.db-wal mlflow.db-shm mlartifacts
+	rm -rf results reports mlflow.db mlflow.db-wal mlflow.db-shm mlruns
