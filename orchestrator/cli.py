@@ -21,6 +21,10 @@ def _fail(code: int, message: str) -> int:
     return code
 
 
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
 def cmd_plan(overrides: list[str], sweep_dirs: tuple[str, ...] = ()) -> int:
     cfg = load_config(overrides, sweep_dirs)
     plan = plan_trials(cfg.sweep)
@@ -72,19 +76,21 @@ def cmd_run(overrides: list[str], sweep_dirs: tuple[str, ...] = ()) -> int:
 def cmd_report(results: str, out: str | None, baseline: str = "mha/torch-sdpa") -> int:
     from analysis.report import build_report
     from analysis.speed import Baseline
+    from analysis.store import dataset_exists, dataset_name
 
     try:
         Baseline.parse(baseline)
     except ValueError as exc:
         return _fail(USAGE_ERROR, f"--baseline={baseline}: {exc}")
-    path = Path(results)
-    if not path.is_dir():
-        return _fail(USAGE_ERROR, f"RESULTS={results}: no results dataset there")
-    out_dir = Path(out) if out else Path("reports") / path.name
     try:
-        paths = build_report(path, out_dir, baseline=baseline)
-    except ValueError as exc:
+        if not dataset_exists(results):
+            return _fail(USAGE_ERROR, f"RESULTS={results}: no results dataset there")
+        out_dir = Path(out) if out else Path("reports") / dataset_name(results)
+        paths = build_report(results, out_dir, baseline=baseline)
+    except ValueError as exc:  # an unsupported URI, or no rows to report
         return _fail(USAGE_ERROR, f"RESULTS={results}: {exc}")
+    except OSError as exc:  # an object store that cannot be reached or read
+        return _fail(FAILURE, f"RESULTS={results}: {_first_line(exc)}")
     print(f"report: {paths.html}\nsummary: {paths.markdown}")
     return 0
 
@@ -98,12 +104,15 @@ def cmd_sync(results: str, tracking_uri: str | None) -> int:
         return _fail(USAGE_ERROR, f"RESULTS={results}: {exc}")
     except SyncError as exc:
         return _fail(FAILURE, str(exc))
+    except OSError as exc:  # an object store that cannot be reached or read
+        return _fail(FAILURE, f"RESULTS={results}: {_first_line(exc)}")
     print(f"synced {outcome.synced} rows to MLflow ({outcome.already} already there) at {outcome.uri}")
     return 0
 
 
 def cmd_compare(base: str, new: str, out: str | None, threshold: str, metric: str) -> int:
-    from analysis.compare import CompareError, write_comparison
+    from analysis.compare import CompareError
+    from analysis.compare_report import write_comparison
 
     try:
         output = write_comparison(base, new, out, metric=metric, threshold=threshold)
@@ -143,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
             "--sweeps", action="append", default=[], metavar="DIR", help="also look for DIR/sweep/NAME.yaml"
         )
     report = sub.add_parser("report", help="write index.html and summary.md for a results dataset")
-    report.add_argument("results", help="a sweep's dataset directory, e.g. results/smoke")
+    report.add_argument("results", help="a sweep's dataset: results/smoke, s3://bucket/prefix/smoke")
     report.add_argument("--out", help="output directory (default: reports/<sweep>)")
     report.add_argument(
         "--baseline",
@@ -152,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="what speedups are measured against (default: mha/torch-sdpa)",
     )
     sync = sub.add_parser("sync", help="log to MLflow the rows of a results dataset that it lacks")
-    sync.add_argument("results", help="a sweep's dataset directory, e.g. results/smoke")
+    sync.add_argument("results", help="a sweep's dataset: results/smoke, s3://bucket/prefix/smoke")
     sync.add_argument(
         "--tracking-uri", help="MLflow store (default: as `run`: MLFLOW_TRACKING_URI, else ./mlflow.db)"
     )
@@ -168,7 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--out", help="output directory (default: reports/compare-<base>-vs-<new>)")
     address_help = "the cluster's job server, http://HEAD:8265 (default: $RAY_API_SERVER_ADDRESS)"
     submit = sub.add_parser("submit", help="run a sweep as a Ray Job on a cluster (see cluster/README.md)")
-    submit.add_argument("overrides", nargs="*", help="as for run; results_dir: absolute, on the cluster")
+    submit.add_argument(
+        "overrides", nargs="*", help="as for run; results_dir: absolute on the cluster, or s3://..."
+    )
     submit.add_argument("--address", help=address_help)
     submit.add_argument("--wait", action="store_true", help="stream the job's logs; exit 0 when it succeeds")
     jobs = sub.add_parser("jobs", help="list the sweeps submitted to a cluster, show their logs, stop them")

@@ -285,6 +285,7 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"ray.trial_timeout_s: {cfg.ray.trial_timeout_s} must be positive (null: no limit)")
     if cfg.max_trials < 1:
         raise ConfigError(f"max_trials: {cfg.max_trials} must be at least 1")
+    _validate_results_dir(cfg.results_dir)
     if cfg.executor == "local" and cfg.ray.address:
         raise ConfigError(
             f"ray.address={cfg.ray.address}: executor=local runs without Ray (drop one of the two)"
@@ -292,6 +293,18 @@ def validate(cfg: DictConfig) -> None:
     for key in ("warmup_ms", "rep_ms", "min_run_time_s"):
         if cfg.measure[key] <= 0:
             raise ConfigError(f"measure.{key}: {cfg.measure[key]} must be positive")
+
+
+def _validate_results_dir(results_dir: str) -> None:
+    """A URI must be one the results store can use; whether it can be written is checked when a run
+    starts (orchestrator.sweep.check_writable), so validating contacts no object store."""
+    from analysis.store import check_uri, is_uri
+
+    if is_uri(results_dir):
+        try:
+            check_uri(results_dir)
+        except ValueError as exc:
+            raise ConfigError(f"results_dir={results_dir}: {str(exc).strip().splitlines()[0]}") from exc
 
 
 def _validate_quality(quality: DictConfig) -> None:

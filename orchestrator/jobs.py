@@ -82,23 +82,19 @@ def job_overrides(overrides: list[str]) -> list[str]:
     return [*overrides, *extra]
 
 
-def _is_uri(path: str) -> bool:
-    return "://" in path
-
-
 def _default_reports_dir(cfg, overrides: list[str]) -> str | None:
     """The job runs in a temporary directory on the head node: results and reports go to absolute
-    paths there (ConfigError otherwise). Returns where reports go when the user did not say: beside
-    results_dir (None: the user said, or there is no report)."""
-    if _is_uri(cfg.results_dir):
-        raise ConfigError(
-            f"results_dir={cfg.results_dir}: object-store URIs are not supported by the results store "
-            "yet; give an absolute path on the head node (a shared filesystem)"
-        )
-    if not os.path.isabs(cfg.results_dir):
+    paths there, or results to an object store (ConfigError otherwise). Returns where reports go
+    when the user did not say: beside a local results_dir (None: the user said, or there is no
+    report); reports are local files, so beside an object store there is no default."""
+    from analysis.store import local_path
+
+    results = local_path(cfg.results_dir)  # None: an object store, the same from every node
+    if results is not None and not results.is_absolute():
         raise ConfigError(
             f"results_dir={cfg.results_dir}: a submitted sweep runs in a temporary directory on the "
-            "head node; give an absolute path there (a shared filesystem), e.g. results_dir=/shared/results"
+            "head node; give an absolute path there (a shared filesystem), e.g. results_dir=/shared/results, "
+            "or an object store, e.g. results_dir=s3://bucket/results"
         )
     if not cfg.report:
         return None
@@ -106,7 +102,12 @@ def _default_reports_dir(cfg, overrides: list[str]) -> str | None:
         if not os.path.isabs(cfg.reports_dir):
             raise ConfigError(f"reports_dir={cfg.reports_dir}: give an absolute path on the head node")
         return None
-    return os.path.join(os.path.dirname(cfg.results_dir.rstrip("/")), "reports")
+    if results is None:
+        raise ConfigError(
+            f"results_dir={cfg.results_dir}: reports are local files on the head node; give "
+            "reports_dir=/absolute/path there, or report=false"
+        )
+    return os.path.join(os.path.dirname(str(results).rstrip("/")), "reports")
 
 
 def _quiet_ray() -> None:

@@ -8,9 +8,11 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.fs as pafs
 from omegaconf import DictConfig, OmegaConf
 
-from analysis.store import ResultStore, StoreLock, trial_history
+from analysis.store import ResultStore, StoreLock, dataset_name, join, local_path, probe, trial_history
 from orchestrator.config import ConfigError
 from orchestrator.executors import LocalExecutor, RayExecutor, make_executor
 from orchestrator.planning import Plan, plan_trials
@@ -22,7 +24,7 @@ from workloads.trial import Trial, TrialResult
 @dataclass
 class SweepOutcome:
     run_id: str
-    results_path: Path
+    results_path: Path | str  # a URI string when results_dir is one
     report_path: Path | None
     counts: dict[str, int]
     mlflow_run_id: str | None
@@ -75,18 +77,25 @@ def _flat_params(cfg: DictConfig) -> dict[str, str]:
 
 
 def check_writable(results_dir: str) -> None:
-    """ConfigError unless the results directory can be created and written (nothing is left behind)."""
-    path = Path(results_dir).absolute()
-    existing = next(p for p in (path, *path.parents) if p.exists())
+    """ConfigError unless results can be written there, leaving nothing behind: a local directory
+    (plain path or file:// URI) that can be created and written, or an object-store location where
+    a probe object can be written and deleted."""
     try:
+        local = local_path(results_dir)
+        if local is None:
+            probe(results_dir)
+            return
+        path = local.absolute()
+        existing = next(p for p in (path, *path.parents) if p.exists())
         if not existing.is_dir():
             raise NotADirectoryError(f"{existing} is not a directory")
         tempfile.TemporaryFile(dir=existing).close()
-    except OSError as exc:
-        raise ConfigError(f"results_dir={results_dir}: cannot write results there ({exc})") from exc
+    except (OSError, pa.ArrowException) as exc:  # ArrowInvalid: a URI pyarrow refuses
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ConfigError(f"results_dir={results_dir}: cannot write results there ({reason})") from exc
 
 
-def trials_to_run(cfg: DictConfig, trials: list[Trial], results_path: Path) -> tuple[list[Trial], dict]:
+def trials_to_run(cfg: DictConfig, trials: list[Trial], results_path: Path | str) -> tuple[list[Trial], dict]:
     """(trials still to run, rows each trial already has in the store). With resume, a trial whose
     latest row has a terminal status is done (also error/timeout when retry_failed=false)."""
     if not cfg.resume:
@@ -126,7 +135,7 @@ def run_sweep(cfg: DictConfig, plan: Plan | None = None) -> SweepOutcome:
     (another run writes this sweep's dataset) before any trial runs."""
     plan = plan or plan_trials(cfg.sweep)
     check_writable(cfg.results_dir)
-    results_path = Path(cfg.results_dir) / cfg.sweep.name
+    results_path = join(cfg.results_dir, cfg.sweep.name)
     if not trials_to_run(cfg, plan.trials, results_path)[0]:  # all done already: nothing to start
         return _nothing_to_run(cfg, results_path, len(plan.trials))
     # Connect first: a cluster that cannot be reached fails here, before any run or file exists.
@@ -138,7 +147,7 @@ def run_sweep(cfg: DictConfig, plan: Plan | None = None) -> SweepOutcome:
             return outcome
 
 
-def _nothing_to_run(cfg: DictConfig, results_path: Path, n_trials: int) -> SweepOutcome:
+def _nothing_to_run(cfg: DictConfig, results_path: Path | str, n_trials: int) -> SweepOutcome:
     report = _build_report(results_path, Path(cfg.reports_dir) / cfg.sweep.name) if cfg.report else None
     return SweepOutcome("", results_path, report, {}, None, already_done=n_trials)
 
@@ -178,10 +187,27 @@ def _run(
         if cfg.report and final is not None and mlflow_status == "FINISHED":
             report_path = _build_report(store.path, Path(cfg.reports_dir) / sweep)
         if tracker is not None:
-            # The run's compacted file is exactly this run's rows: it is the dataset artifact.
-            artifacts = {"dataset": final, "report": report_path.parent if report_path else None}
-            tracker.finish(mlflow_status, {name: path for name, path in artifacts.items() if path})
+            with tempfile.TemporaryDirectory() as scratch:
+                # The run's compacted file is exactly this run's rows: it is the dataset artifact.
+                dataset = _local_file(final, scratch) if final is not None else None
+                artifacts = {"dataset": dataset, "report": report_path.parent if report_path else None}
+                tracker.finish(mlflow_status, {name: path for name, path in artifacts.items() if path})
     return SweepOutcome(run_id, store.path, report_path, counts, tracker.parent_run_id if tracker else None)
+
+
+def _local_file(path: Path | str, scratch: str) -> Path | None:
+    """`path` as a local file MLflow can log: itself when local, else a copy in `scratch` (None, with
+    a warning, when it cannot be fetched: the dataset is in the store all the same)."""
+    local = local_path(path)
+    if local is not None:
+        return local
+    copy = Path(scratch) / dataset_name(path)
+    try:
+        pafs.copy_files(str(path), str(copy))
+    except (OSError, pa.ArrowException) as exc:
+        warnings.warn(f"MLflow gets no dataset artifact, {path} could not be fetched: {exc}", stacklevel=2)
+        return None
+    return copy
 
 
 def _start_tracking(cfg: DictConfig, run_id: str, version: str):
@@ -194,6 +220,7 @@ def _start_tracking(cfg: DictConfig, run_id: str, version: str):
             run_id,
             _flat_params(cfg),
             tags={"run_id": run_id, "code_version": version},
+            results_path=join(cfg.results_dir, cfg.sweep.name),  # for its `attnsweep sync` hint
         )
     except Exception as exc:  # results still go to Parquet; tracking is not worth losing a sweep over
         warnings.warn(
@@ -203,7 +230,7 @@ def _start_tracking(cfg: DictConfig, run_id: str, version: str):
         return None
 
 
-def _build_report(results_path: Path, out_dir: Path) -> Path:
+def _build_report(results_path: Path | str, out_dir: Path) -> Path:
     from analysis.report import build_report
 
     return build_report(results_path, out_dir).html

@@ -14,10 +14,9 @@ Run it once the sweeps writing to RESULTS have ended: until a run's rows are com
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from analysis.store import read_table
+from analysis.store import dataset_exists, dataset_files, dataset_name, read_table
 from orchestrator.tracking import (
     child_key,
     experiment_id,
@@ -42,13 +41,13 @@ class SyncOutcome:
 
 
 def load_rows(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """The dataset's rows as plain Python values, typed exactly as the live sweep's records (not
-    through pandas, which would turn an integer column with nulls into floats)."""
-    root = Path(path)
-    if not root.is_dir():
+    """The dataset's rows (a directory, or a URI of the results store) as plain Python values, typed
+    exactly as the live sweep's records (not through pandas, which would turn an integer column with
+    nulls into floats)."""
+    if not dataset_exists(path):
         raise FileNotFoundError("no results dataset there")
     try:
-        table = read_table(root)
+        table = read_table(path)
     except Exception as exc:  # pyarrow: files that are not Parquet, or not of this schema
         raise ValueError(f"not a results dataset: {(str(exc).splitlines() or [exc])[0]}") from exc
     if table.num_rows == 0:
@@ -60,12 +59,12 @@ def sync(path: str | os.PathLike, uri: str | None = None) -> SyncOutcome:
     """Log the rows of dataset `path` missing from the tracking store `uri` (default: the live
     tracker's). Raises FileNotFoundError/ValueError for a path that is not a dataset, SyncError when
     the store fails (what was logged before stays, a second sync goes on from there)."""
-    root = Path(path)
-    rows = load_rows(root)
+    rows = load_rows(path)
+    compacted = set(dataset_files(path))  # `<run_id>.parquet`: the run has ended
     uri = resolve_tracking_uri(uri)
     runs: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for row in rows:
-        runs.setdefault((row["sweep"] or root.name, row["run_id"] or ""), []).append(row)
+        runs.setdefault((row["sweep"] or dataset_name(path), row["run_id"] or ""), []).append(row)
     outcome = SyncOutcome(0, 0, uri)
     try:
         client = make_client(uri)
@@ -73,7 +72,7 @@ def sync(path: str | os.PathLike, uri: str | None = None) -> SyncOutcome:
         for (sweep, run_id), run_rows in runs.items():
             if sweep not in experiments:
                 experiments[sweep] = experiment_id(client, sweep)
-            finished = (root / f"{run_id}.parquet").exists()  # compacted: the run has ended
+            finished = f"{run_id}.parquet" in compacted
             _sync_run(client, experiments[sweep], sweep, run_id, run_rows, finished, outcome)
     except Exception as exc:
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]

@@ -23,10 +23,9 @@ from analysis.compare import (
     WITHIN_THRESHOLD,
     CompareError,
     compare_frames,
-    summary_text,
     verdict,
-    write_comparison,
 )
+from analysis.compare_report import summary_text, write_comparison
 from analysis.schema import COLUMNS
 from analysis.store import ResultStore, read_results
 from workloads.trial import Trial

@@ -1,21 +1,26 @@
-"""build_report's page in a real browser: headless Chromium (Debian's `chromium`; this module's set-up
-installs it with apt-get when it is missing and we are root), run with --headless --no-sandbox
---disable-gpu at a laptop's 1366×900. The page must load without console errors, fit the screen's
-width, sort its tables when a header is clicked, and its screenshot must not be blank.
+"""build_report's page, and write_comparison's, in a real browser: headless Chromium (Debian's `chromium`;
+this module's set-up installs it with apt-get when it is missing and we are root), run with --headless
+--no-sandbox --disable-gpu at a laptop's 1366×900. A page must load without console errors, fit the
+screen's width, sort its tables when a header is clicked, and its screenshot must not be blank.
 """
 
 import os
 import shutil
 import subprocess
+from pathlib import Path
 
 import pandas as pd
 import pytest
 from PIL import Image, ImageStat
 
+from analysis.compare_report import write_comparison
 from analysis.report import build_report
 from tests.analysis.chromium import WINDOW, DevTools, install_chromium, screenshot
-from tests.analysis.conftest import heads_rows
+from tests.analysis.conftest import TRACEBACK, heads_rows
+from tests.analysis.test_compare import is_triton, measure, result_row, sweep_points, write_dataset
 from tests.analysis.test_quality import make_rows as quality_rows
+
+EVERY_HEADER = "[...document.querySelectorAll('table.sortable thead th')]"
 
 
 @pytest.fixture(scope="module")
@@ -48,17 +53,22 @@ def page(chromium, report, tmp_path_factory):
         yield browser
 
 
-def test_screenshot_is_not_blank(chromium, report, tmp_path):
-    shot = tmp_path / "report.png"
-    done = screenshot(chromium, report.as_uri(), shot, tmp_path / "profile")
-    assert done.returncode == 0 and shot.exists(), done.stderr[-2000:]
+def assert_not_blank(shot: Path, suffix: str = "") -> None:
     image = Image.open(shot).convert("L")
     assert image.size == WINDOW
     assert ImageStat.Stat(image).stddev[0] > 20  # a blank or single-colour page has none
     inked = sum(image.histogram()[:200]) / (image.width * image.height)
     assert 0.02 < inked < 0.6, f"share of dark pixels {inked:.3f}"
-    if os.environ.get("ATTNSWEEP_KEEP_SCREENSHOT"):  # to look at it: a path to copy it to
-        shutil.copy(shot, os.environ["ATTNSWEEP_KEEP_SCREENSHOT"])
+    if keep := os.environ.get("ATTNSWEEP_KEEP_SCREENSHOT"):  # to look at it: a path to copy it to
+        keep = Path(keep)
+        shutil.copy(shot, keep.with_name(f"{keep.stem}{suffix}{keep.suffix}"))
+
+
+def test_screenshot_is_not_blank(chromium, report, tmp_path):
+    shot = tmp_path / "report.png"
+    done = screenshot(chromium, report.as_uri(), shot, tmp_path / "profile")
+    assert done.returncode == 0 and shot.exists(), done.stderr[-2000:]
+    assert_not_blank(shot)
 
 
 def test_no_console_errors(page):
@@ -116,8 +126,7 @@ def test_clicking_a_header_sorts_its_column(page, column, header):
 
 
 def test_every_header_sorts_without_errors(page):
-    every_header = "[...document.querySelectorAll('table.sortable thead th')]"
-    clicked = page.evaluate(f"{every_header}.map(th => (th.click(), th.click(), 1)).length")
+    clicked = page.evaluate(f"{EVERY_HEADER}.map(th => (th.click(), th.click(), 1)).length")
     assert clicked > 50 and page.problems() == []
 
 
@@ -131,3 +140,32 @@ def test_a_page_with_a_script_error_is_caught(chromium, tmp_path):
         browser.open(broken.as_uri())
         problems = browser.problems()
     assert any("planted" in p for p in problems) and any("notDefined" in p for p in problems)
+
+
+def test_comparison_page_loads_fits_sorts_and_is_not_blank(chromium, tmp_path):
+    """write_comparison's page of two small datasets: triton 20% slower in NEW (the planted slowdown),
+    a point that now fails with a traceback, and points only in BASE."""
+    base = measure(sweep_points((100, 384, 1000)), "run-base")
+    trials = sweep_points((100, 384))
+    new = measure(trials, "run-new", scale=lambda t: 1.2 if is_triton(t) else 1.0, noise=0.01)
+    new[1] = result_row(trials[1], "run-new", new[1]["timestamp"], None, status="error", error=TRACEBACK)
+    out = write_comparison(
+        str(write_dataset(tmp_path / "base", base)),
+        str(write_dataset(tmp_path / "new", new)),
+        tmp_path / "cmp",
+    )
+    assert out.comparison.flagged["backend"].value_counts().to_dict() == {"triton": 12, "torch-ref": 1}
+    with DevTools(chromium, tmp_path / "profile") as browser:
+        browser.open(out.html.as_uri())
+        shot = browser.screenshot(tmp_path / "compare.png")
+        width = browser.evaluate("document.documentElement.scrollWidth")
+        title = browser.evaluate("document.querySelector('h1').textContent")
+        headline = browser.evaluate("document.querySelector('h2 + h3').textContent")
+        clicked = browser.evaluate(f"{EVERY_HEADER}.map(th => (th.click(), th.click(), 1)).length")
+        problems = browser.problems()
+    assert problems == []
+    assert title == "attnsweep compare: base/smoke → new/smoke"  # the full paths: in the Summary
+    assert headline.startswith("REGRESSION: 13 point(s) flagged")
+    assert width <= WINDOW[0], "wide tables must scroll in their own box, not the page"
+    assert clicked > 40  # every table but the facts sorts
+    assert_not_blank(shot, "-compare")
