@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.accuracy import accuracy_blocks
+from analysis.baseline import DEFAULT_BASELINE, Baseline
 from analysis.blocks import Block, Cell, Table, fmt
 from analysis.failures import failures_blocks
 from analysis.kv_cache import kv_cache_blocks
@@ -33,7 +34,7 @@ from analysis.rows import (
     point_label,
 )
 from analysis.schema import STATUSES
-from analysis.speed import DEFAULT_BASELINE, Baseline, glance_blocks
+from analysis.speed import glance_blocks
 
 PHASE_ORDER = ("prefill", "decode", "train")
 SELECTION_RULE_SHORT = (

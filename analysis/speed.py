@@ -7,39 +7,19 @@ positive latency, not Triton's CPU interpreter): an interpreted latency compares
 """
 
 import html
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from analysis.baseline import Baseline
 from analysis.blocks import Block, Cell, Table, fmt
 from analysis.plots import MAX_LINES, figure_svg, legend, length_ticks, log_scale, palette
 from analysis.rows import measured
 
 MATCH_AXES = ["phase", "device", "batch", "seq_len", "n_heads", "head_dim", "dtype", "causal"]
 BASELINE_OWN_AXES = ["n_kv_heads", "params"]
-DEFAULT_BASELINE = "mha/torch-sdpa"
 MARKDOWN_ROWS = 15  # variant and backend pairs in summary.md (the fastest; the baseline always)
-
-
-@dataclass(frozen=True)
-class Baseline:
-    variant: str
-    backend: str
-
-    @classmethod
-    def parse(cls, text: "str | Baseline") -> "Baseline":
-        """'VARIANT/BACKEND' (e.g. 'gqa/triton'); ValueError naming the expected form otherwise."""
-        if isinstance(text, Baseline):
-            return text
-        variant, _, backend = str(text).strip().partition("/")
-        if not variant.strip() or not backend.strip() or "/" in backend:
-            raise ValueError(f"baseline must be VARIANT/BACKEND, e.g. {DEFAULT_BASELINE}; got {text!r}")
-        return cls(variant.strip(), backend.strip())
-
-    def __str__(self) -> str:
-        return f"{self.variant} on {self.backend}"
 
 
 def speedups(rows: pd.DataFrame, baseline: Baseline) -> pd.DataFrame:

@@ -74,8 +74,8 @@ def cmd_run(overrides: list[str], sweep_dirs: tuple[str, ...] = ()) -> int:
 
 
 def cmd_report(results: str, out: str | None, baseline: str = "mha/torch-sdpa") -> int:
+    from analysis.baseline import Baseline
     from analysis.report import build_report
-    from analysis.speed import Baseline
     from analysis.store import dataset_exists, dataset_name
 
     try:

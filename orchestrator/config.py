@@ -111,6 +111,8 @@ class Config:
     results_dir: str = "results"
     reports_dir: str = "reports"
     report: bool = True
+    # What the report's speedups are measured against: VARIANT/BACKEND.
+    report_baseline: str = "mha/torch-sdpa"
     progress: str = "auto"
     # Skip trials the results store already holds with a terminal status (ok, oom, unsupported).
     resume: bool = True
@@ -246,6 +248,12 @@ def _check_choices(key: str, values: list, allowed, what: str) -> None:
 
 
 def validate(cfg: DictConfig) -> None:
+    from analysis.baseline import Baseline
+
+    try:
+        Baseline.parse(cfg.report_baseline)
+    except ValueError as exc:
+        raise ConfigError(f"report_baseline: {exc}") from exc
     """Everything the planner and the executors rely on; raises ConfigError on the first problem."""
     sweep = cfg.sweep
     if not SWEEP_NAME.match(sweep.name):

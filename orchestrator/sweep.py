@@ -148,7 +148,7 @@ def run_sweep(cfg: DictConfig, plan: Plan | None = None) -> SweepOutcome:
 
 
 def _nothing_to_run(cfg: DictConfig, results_path: Path | str, n_trials: int) -> SweepOutcome:
-    report = _build_report(results_path, Path(cfg.reports_dir) / cfg.sweep.name) if cfg.report else None
+    report = _build_report(results_path, Path(cfg.reports_dir) / cfg.sweep.name, cfg) if cfg.report else None
     return SweepOutcome("", results_path, report, {}, None, already_done=n_trials)
 
 
@@ -185,7 +185,7 @@ def _run(
         final = store.finalize()
         report_path = None
         if cfg.report and final is not None and mlflow_status == "FINISHED":
-            report_path = _build_report(store.path, Path(cfg.reports_dir) / sweep)
+            report_path = _build_report(store.path, Path(cfg.reports_dir) / sweep, cfg)
         if tracker is not None:
             with tempfile.TemporaryDirectory() as scratch:
                 # The run's compacted file is exactly this run's rows: it is the dataset artifact.
@@ -230,7 +230,7 @@ def _start_tracking(cfg: DictConfig, run_id: str, version: str):
         return None
 
 
-def _build_report(results_path: Path | str, out_dir: Path) -> Path:
+def _build_report(results_path: Path | str, out_dir: Path, cfg: DictConfig) -> Path:
     from analysis.report import build_report
 
-    return build_report(results_path, out_dir).html
+    return build_report(results_path, out_dir, baseline=cfg.report_baseline).html

@@ -6,10 +6,11 @@ from datetime import datetime, timedelta, timezone
 import pandas as pd
 import pytest
 
+from analysis.baseline import Baseline
 from analysis.blocks import fmt
 from analysis.report import build_report
 from analysis.rows import load_results
-from analysis.speed import Baseline, glance, glance_blocks, speedups
+from analysis.speed import glance, glance_blocks, speedups
 from tests.analysis.conftest import heads_rows, make_row
 from tests.analysis.test_report import Page, md_tables
 

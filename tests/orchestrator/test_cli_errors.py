@@ -125,6 +125,9 @@ INVALID = [
     pytest.param(["ray.trial_timeout_s=0"], "ray.trial_timeout_s: 0.0 must be positive", id="zero-timeout"),
     pytest.param(["ray.max_attempts=0"], "ray.max_attempts: 0 must be at least 1", id="no-attempts"),
     pytest.param(
+        ["report_baseline=mha"], "report_baseline: baseline must be VARIANT/BACKEND", id="report-baseline"
+    ),
+    pytest.param(
         ["sweep.axes.d_model=[64]", "sweep.axes.n_heads=[3]"],
         "sweep.axes.d_model: no valid point for variant mha (d_model=64 is not divisible by n_heads=3)",
         id="width-not-divisible",

@@ -57,3 +57,19 @@ def test_second_run_resumes_and_resume_false_measures_again(ray_cluster, in_tmp,
     assert frame["run_id"].nunique() == 2 and frame["trial_id"].nunique() == 1
     assert sorted(frame["attempt"]) == [1, 1]  # resume=false starts the count again
     assert not (in_tmp / "reports").exists()
+
+
+def test_the_runs_report_measures_speedups_against_report_baseline(in_tmp, capsys):
+    overrides = [
+        "sweep.variants=[mha,mqa]",
+        "sweep.backends=[torch-sdpa]",
+        "sweep.phases=[decode]",
+        "sweep.axes.seq_len=[40]",
+        "measure.min_run_time_s=0.01",
+        "executor=local",
+        "tracking.enabled=false",
+        "report_baseline=mqa/torch-sdpa",
+    ]
+    assert main(["run", *overrides]) == 0, capsys.readouterr().err
+    summary = (in_tmp / "reports" / "smoke" / "summary.md").read_text()
+    assert "against mqa on torch-sdpa" in summary and "against mha on torch-sdpa" not in summary
