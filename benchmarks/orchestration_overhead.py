@@ -3,7 +3,7 @@ search and (c) the full attnsweep pipeline (Ray executor, Parquet store, MLflow 
 
     python benchmarks/orchestration_overhead.py                # N=500, paths a,b,c, results kept
     python benchmarks/orchestration_overhead.py --quick        # N=20, nothing written (a check)
-    python benchmarks/orchestration_overhead.py --paths a,b,x,c-,c --repeat 3   # where (c)'s time goes
+    python benchmarks/orchestration_overhead.py --paths a,t,b,x,c-,c --repeat 3   # where (c)'s time goes
 
 The trial is the same in every path: `workloads.runner.run_trial(trial, settings)` of a trial of the
 test-only variant `test-fault` (tests/fault_variant.py) with action ok, which returns its input: the
@@ -17,6 +17,8 @@ path runs it in a process set up as attnsweep sets up its actors: `orchestrator.
 
     (a)  bare Ray: 2 TrialWorker actors of 1 CPU (attnsweep's default CPU layout), the N trials
          submitted round-robin up front, `ray.get` of all the results; nothing is stored.
+    (t)  bare Ray tasks, as the issue words it: one 1-CPU task per trial, all submitted up front; a
+         worker process's first task sets it up as an actor is set up, later ones reuse that.
     (b)  Ray Tune: `tune.Tuner` over `grid_search` of the trial index, a function trainable that runs
          the trial through a TrialWorker and reports one metric, 1 CPU per trial,
          max_concurrent_trials=2, reuse_actors=True (Tune's best case: without it every trial starts
