@@ -21,6 +21,7 @@ from analysis.failures import failures_blocks
 from analysis.kv_cache import kv_cache_blocks
 from analysis.latency import DAGGER, INTERPRETED_NOTE, latency_blocks
 from analysis.memory import memory_blocks
+from analysis.nodes import nodes_blocks
 from analysis.quality import quality_blocks
 from analysis.render import html_table, markdown_table, md_table, render_html, render_markdown
 from analysis.roofline import ceilings, roofline_blocks, roofline_rows
@@ -134,6 +135,7 @@ def _overview(df: pd.DataFrame, kept: pd.DataFrame) -> list[Block]:
         Block("h2", "Status and runs"),
         Block("table", counts),
         Block("table", run_table, markdown=False),
+        *nodes_blocks(df),
     ]
 
 
