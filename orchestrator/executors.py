@@ -56,9 +56,10 @@ class TrialWorker:
 
         torch.set_num_threads(threads)
         self.settings = settings
-        # run_trial collects garbage after every trial; with the imports frozen out of the collector's
-        # generations it does not walk torch's whole heap each time (a no-op trial's median fell from
-        # 221 to 13 ms: benchmarks/results/cpu-amd-epyc/orchestration_overhead-n500-freeze-gc-*.md).
+        # run_trial collects garbage after every GPU trial and every failure; with the imports frozen
+        # out of the collector's generations it does not walk torch's whole heap each time (a no-op
+        # trial's median fell from 221 to 13 ms when it collected after every trial:
+        # benchmarks/results/cpu-amd-epyc/orchestration_overhead-n500-freeze-gc-*.md).
         gc.freeze()
 
     def ready(self) -> bool:
