@@ -4,16 +4,18 @@ import pytest
 
 from analysis.store import ResultStore
 from orchestrator.cli import main
-from tests.analysis.conftest import heads_rows
+from tests.analysis.conftest import fixture_rows
 
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
+    """The analysis tests' small two-run dataset (a report of it builds in about 2 s)."""
     root = tmp_path_factory.mktemp("results")
-    store = ResultStore(root, "heads", "run-heads")
-    store.append(heads_rows())
-    store.finalize()
-    return root / "heads"
+    for index, rows in enumerate(fixture_rows()):
+        store = ResultStore(root, "fixture", f"run-{index}")
+        store.append(rows)
+        store.finalize()
+    return root / "fixture"
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,7 @@
 canonical, and what cannot be trained is an `unsupported` row with its reason."""
 
 import dataclasses
+import functools
 import json
 import math
 
@@ -36,10 +37,16 @@ def trained_trial(variant="mha", phase="quality", **point):
     return dataclasses.replace(trial, quality=TINY, seed=0)
 
 
+@functools.cache
+def quality_result(variant: str):
+    """The quality trial of `variant`, trained once for the tests that read it (a second each)."""
+    return run_trial(trained_trial(variant))
+
+
 @pytest.mark.parametrize("variant", SHIPPED)
 def test_every_variant_trains_through_its_reference_layer(variant):
     trial = trained_trial(variant)
-    result = run_trial(trial)
+    result = quality_result(variant)
     assert result.status == "ok", result.error
     assert result.task == "mqar" and 0.0 <= result.accuracy <= 1.0 and result.train_steps == 60
     losses = [point["loss"] for point in result.train_curve]
@@ -71,7 +78,7 @@ def test_prune_gives_accuracy_for_every_number_of_heads_kept(variant):
     removed = [point["removed_head"] for point in result.pruning[1:]]
     assert len(set(removed)) == 6 and all(h.split(".")[0] in ("0", "1") for h in removed)
     # The full model of prune is the model quality trains: same seed, same accuracy.
-    assert result.accuracy == run_trial(trained_trial(variant)).accuracy
+    assert result.accuracy == quality_result(variant).accuracy
 
 
 @pytest.mark.parametrize(
