@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from orchestrator.config import ConfigError, load_config
-from orchestrator.planning import plan_trials
+from orchestrator.planning import plan_to_run, plan_trials
 
 USAGE_ERROR, FAILURE = 2, 1
 REGRESSION_FLAGGED = 3
@@ -36,12 +36,7 @@ def cmd_plan(overrides: list[str], sweep_dirs: tuple[str, ...] = ()) -> int:
 
 def cmd_run(overrides: list[str], sweep_dirs: tuple[str, ...] = ()) -> int:
     cfg = load_config(overrides, sweep_dirs)
-    plan = plan_trials(cfg.sweep)
-    if len(plan.trials) > cfg.max_trials:
-        raise ConfigError(
-            f"max_trials={cfg.max_trials}: the plan has {len(plan.trials)} trials; "
-            f"pass max_trials={len(plan.trials)} to run them all (`attnsweep plan` lists them)"
-        )
+    plan = plan_to_run(cfg)
     for reason, count in sorted(plan.skipped.items()):
         print(f"attnsweep: skipped {count} point(s): {reason}", file=sys.stderr)
     from analysis.store import StoreBusy

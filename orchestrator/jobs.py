@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 from omegaconf import OmegaConf
 
 from orchestrator.config import ConfigError, load_config
-from orchestrator.planning import plan_trials
+from orchestrator.planning import plan_to_run
 from workloads.environment import CODE_VERSION_ENV, code_version
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -128,12 +128,7 @@ def prepare(overrides: list[str]) -> Submission:
         )
     overrides = job_overrides(list(overrides))
     cfg = load_config(overrides)
-    plan = plan_trials(cfg.sweep)
-    if len(plan.trials) > cfg.max_trials:
-        raise ConfigError(
-            f"max_trials={cfg.max_trials}: the plan has {len(plan.trials)} trials; "
-            f"pass max_trials={len(plan.trials)} to run them all (`attnsweep plan` lists them)"
-        )
+    plan_to_run(cfg)  # the same checks as `attnsweep run`, before anything is sent
     reports_dir = _default_reports_dir(cfg, overrides)
     if reports_dir is not None:
         overrides.append(f"reports_dir={reports_dir}")

@@ -89,6 +89,18 @@ def _check_trained(trial: Trial) -> None:
         raise InvalidPoint(axis, f"{where}: {exc}") from exc
 
 
+def plan_to_run(cfg: DictConfig) -> Plan:
+    """The plan of a config that is about to run (here or as a submitted job): a plan above
+    `max_trials` is a ConfigError that prints its size and the override that runs it."""
+    plan = plan_trials(cfg.sweep)
+    if len(plan.trials) > cfg.max_trials:
+        raise ConfigError(
+            f"max_trials={cfg.max_trials}: the plan has {len(plan.trials)} trials; "
+            f"pass max_trials={len(plan.trials)} to run them all (`attnsweep plan` lists them)"
+        )
+    return plan
+
+
 def plan_trials(sweep: DictConfig | dict[str, Any]) -> Plan:
     """Trials of the sweep in grid order, without duplicates (an axis a variant ignores, such as
     n_kv_heads for mha, collapses to one trial). A variant left with no valid point is a ConfigError."""
