@@ -1,9 +1,12 @@
 """Helpers shared by the kernels: tile loads, the dot product, the one work-around the CPU
-interpreter needs, and input validation (each failure is a ValueError naming the entry point, the
-argument, what it is (shape, dtype, device) and what was expected)."""
+interpreter needs, input validation (each failure is a ValueError naming the entry point, the
+argument, what it is (shape, dtype, device) and what was expected), and `Launch`, a launch decided
+in full before it runs."""
 
 import math
 import os
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 import triton
@@ -12,6 +15,38 @@ import triton.language as tl
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 LOG2_E = 1.4426950408889634  # softmax runs in base 2: exp(x) = exp2(x · log2(e))
 MIN_HEAD_DIM, MAX_HEAD_DIM = 16, 256
+
+
+@dataclass(frozen=True)
+class Launch:
+    """One kernel launch, fully decided: the kernel, its grid, its runtime arguments in order
+    (tensors, ints, floats), its compile-time constants, warps and stages.
+
+    Each kernel family builds its launches in one plain function from validated, allocated tensors;
+    its public entry point runs them, and `kernels.aot` compiles the very same objects for a GPU
+    target without a GPU (from meta tensors), so what is checked offline is what runs."""
+
+    kernel: Any  # a triton.JITFunction (an InterpretedFunction under TRITON_INTERPRET=1)
+    grid: tuple[int, ...]
+    args: tuple[Any, ...]
+    constexprs: dict[str, Any]
+    num_warps: int
+    num_stages: int
+
+    @property
+    def name(self) -> str:
+        return self.kernel.__name__
+
+    def run(self) -> None:
+        self.kernel[self.grid](
+            *self.args, **self.constexprs, num_warps=self.num_warps, num_stages=self.num_stages
+        )
+
+
+def dot_precision(dtype: torch.dtype) -> str:
+    """tl.dot's input_precision: exact fp32 ("ieee") for float32 inputs; 2-byte types run on the
+    tensor cores either way ("tf32" names the fast path)."""
+    return "ieee" if dtype == torch.float32 else "tf32"
 
 
 def is_interpreted() -> bool:

@@ -27,6 +27,7 @@ import triton.language as tl
 from kernels._common import (
     LOG2_E,
     MIN_HEAD_DIM,
+    Launch,
     check_devices,
     check_dim,
     check_float_dtypes,
@@ -36,6 +37,7 @@ from kernels._common import (
     check_scale,
     check_window_sink,
     dot,
+    dot_precision,
     is_interpreted,
     load_tile,
     online_softmax_update,
@@ -299,6 +301,98 @@ def _window_mode(window: int | torch.Tensor | None) -> int:
     return WINDOW_SCALAR if window is not None and window > 0 else WINDOW_NONE
 
 
+def decode_launches(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    cache_seqlens: torch.Tensor,
+    window: int | torch.Tensor | None,
+    out: torch.Tensor,
+    *,
+    scale: float | None,
+    sink: int,
+    num_splits: int | None,
+    v_from_k: bool,
+    num_sms: int,
+) -> list[Launch]:
+    """Stage 1 (split-KV attention) and stage 2 (combine) over validated tensors (`decode_attention`
+    checks them), with the fp32 partial outputs and log-sum-exps allocated on q's device.
+
+    v_from_k: v_cache is k_cache's first Dv columns (same storage and strides), told by the caller
+    since only it can see the storage; it takes effect when Dv and Dk read as the same column chunk.
+    num_sms: the device's SM count, from which the default split count fills the grid.
+    """
+    batch, n_q_heads, head_dim_k = q.shape
+    n_kv_heads, max_len, head_dim_v = k_cache.shape[1], k_cache.shape[2], v_cache.shape[3]
+    dtype = q.dtype
+    window_mode = _window_mode(window)
+    # Beyond L_max a window or sink changes nothing; clamping keeps both within int32.
+    sink = min(sink, max_len)
+    window_size = min(window, max_len) if window_mode == WINDOW_SCALAR else 0
+    # The longest visible range known on the host; a per-head window may include retrieval heads.
+    max_visible = min(max_len, sink + window_size) if window_mode == WINDOW_SCALAR else max_len
+
+    group = n_q_heads // n_kv_heads
+    block_dk, block_dk_tail = head_dim_chunks(head_dim_k)
+    block_dv = triton.next_power_of_2(head_dim_v)
+    block_h, block_n, num_warps, num_stages = block_config(group, block_dk + block_dk_tail, block_dv, dtype)
+    head_blocks = triton.cdiv(group, block_h)
+    if num_splits is None:
+        num_splits = default_num_splits(batch * n_kv_heads * head_blocks, max_visible, block_n, num_sms)
+    scale = 1.0 / math.sqrt(head_dim_k) if scale is None else float(scale)
+    windows = window if window_mode == WINDOW_PER_HEAD else cache_seqlens  # a placeholder when unread
+
+    out_part = torch.empty(batch, n_q_heads, num_splits, head_dim_v, dtype=torch.float32, device=q.device)
+    lse_part = torch.empty(batch, n_q_heads, num_splits, dtype=torch.float32, device=q.device)
+    split_args = (
+        q, k_cache, v_cache, cache_seqlens, windows, out_part, lse_part,
+        *q.stride(), *k_cache.stride(), *v_cache.stride(), cache_seqlens.stride(0), windows.stride(0),
+        *out_part.stride(), *lse_part.stride(),
+        n_kv_heads, max_len, num_splits, window_size, sink, scale * LOG2_E,
+    )  # fmt: skip
+    split_constexprs = {
+        "GROUP": group,
+        "HEAD_BLOCKS": head_blocks,
+        "HEAD_DIM_K": head_dim_k,
+        "HEAD_DIM_V": head_dim_v,
+        "BLOCK_H": block_h,
+        "BLOCK_N": block_n,
+        "BLOCK_DK": block_dk,
+        "BLOCK_DK_TAIL": block_dk_tail,
+        "BLOCK_DV": block_dv,
+        "V_FROM_K": v_from_k and block_dv == block_dk,
+        "WINDOW_MODE": window_mode,
+        "DOT_PRECISION": dot_precision(dtype),
+        "UPCAST_DOT": upcast_dot(dtype),
+    }
+    split_grid = (batch * n_kv_heads * num_splits * head_blocks,)
+    combine_args = (
+        out_part,
+        lse_part,
+        out,
+        *out_part.stride(),
+        *lse_part.stride(),
+        *out.stride(),
+        num_splits,
+    )
+    combine_constexprs = {
+        "HEAD_DIM": head_dim_v,
+        "BLOCK_S": min(triton.next_power_of_2(num_splits), 16),
+        "BLOCK_D": block_dv,
+    }
+    return [
+        Launch(_decode_split_kv, split_grid, split_args, split_constexprs, num_warps, num_stages),
+        Launch(
+            _decode_combine_splits,
+            (batch, n_q_heads),
+            combine_args,
+            combine_constexprs,
+            num_warps=4 if block_dv >= 128 else 2,
+            num_stages=3,
+        ),
+    ]
+
+
 def decode_attention(
     q: torch.Tensor,
     k_cache: torch.Tensor,
@@ -361,7 +455,6 @@ def decode_attention(
     )
     check_scale(fn, scale)
     check_window_sink(fn, window, sink, n_kv_heads, "k_cache", device)
-    window_mode = _window_mode(window)
     if num_splits is not None and (
         isinstance(num_splits, bool) or not isinstance(num_splits, int) or num_splits < 1
     ):
@@ -372,59 +465,16 @@ def decode_attention(
     else:
         check_out(fn, out, out_shape, dtype, device)
 
-    # Beyond L_max a window or sink changes nothing; clamping keeps both within int32.
-    sink = min(sink, max_len)
-    window_size = min(window, max_len) if window_mode == WINDOW_SCALAR else 0
-    # The longest visible range known on the host; a per-head window may include retrieval heads.
-    max_visible = min(max_len, sink + window_size) if window_mode == WINDOW_SCALAR else max_len
-
-    group = n_q_heads // n_kv_heads
-    block_dk, block_dk_tail = head_dim_chunks(head_dim_k)
-    block_dv = triton.next_power_of_2(head_dim_v)
     v_from_k = (
         v_cache.data_ptr() == k_cache.data_ptr()
         and v_cache.stride() == k_cache.stride()
         and head_dim_v <= head_dim_k
-        and block_dv == block_dk
     )
-    block_h, block_n, num_warps, num_stages = block_config(group, block_dk + block_dk_tail, block_dv, dtype)
-    head_blocks = triton.cdiv(group, block_h)
-    if num_splits is None:
-        num_sms = 1 if is_interpreted() else _sm_count(device.index if device.index is not None else 0)
-        num_splits = default_num_splits(batch * n_kv_heads * head_blocks, max_visible, block_n, num_sms)
-    scale = 1.0 / math.sqrt(head_dim_k) if scale is None else float(scale)
-    windows = window if window_mode == WINDOW_PER_HEAD else cache_seqlens  # a placeholder when unread
-
-    out_part = torch.empty(batch, n_q_heads, num_splits, head_dim_v, dtype=torch.float32, device=device)
-    lse_part = torch.empty(batch, n_q_heads, num_splits, dtype=torch.float32, device=device)
-    _decode_split_kv[(batch * n_kv_heads * num_splits * head_blocks,)](
-        q, k_cache, v_cache, cache_seqlens, windows, out_part, lse_part,
-        *q.stride(), *k_cache.stride(), *v_cache.stride(), cache_seqlens.stride(0), windows.stride(0),
-        *out_part.stride(), *lse_part.stride(),
-        n_kv_heads, max_len, num_splits, window_size, sink, scale * LOG2_E,
-        GROUP=group,
-        HEAD_BLOCKS=head_blocks,
-        HEAD_DIM_K=head_dim_k,
-        HEAD_DIM_V=head_dim_v,
-        BLOCK_H=block_h,
-        BLOCK_N=block_n,
-        BLOCK_DK=block_dk,
-        BLOCK_DK_TAIL=block_dk_tail,
-        BLOCK_DV=block_dv,
-        V_FROM_K=v_from_k,
-        WINDOW_MODE=window_mode,
-        DOT_PRECISION="ieee" if dtype == torch.float32 else "tf32",
-        UPCAST_DOT=upcast_dot(dtype),
-        num_warps=num_warps,
-        num_stages=num_stages,
+    num_sms = 1 if is_interpreted() else _sm_count(device.index if device.index is not None else 0)
+    launches = decode_launches(
+        q, k_cache, v_cache, cache_seqlens, window, out,
+        scale=scale, sink=sink, num_splits=num_splits, v_from_k=v_from_k, num_sms=num_sms,
     )  # fmt: skip
-    _decode_combine_splits[(batch, n_q_heads)](
-        out_part, lse_part, out,
-        *out_part.stride(), *lse_part.stride(), *out.stride(),
-        num_splits,
-        HEAD_DIM=head_dim_v,
-        BLOCK_S=min(triton.next_power_of_2(num_splits), 16),
-        BLOCK_D=block_dv,
-        num_warps=4 if block_dv >= 128 else 2,
-    )  # fmt: skip
+    for launch in launches:
+        launch.run()
     return out

@@ -23,6 +23,7 @@ from torch.autograd.function import once_differentiable
 
 from kernels._common import (
     LOG2_E,
+    Launch,
     batch_and_heads,
     check_devices,
     check_float_dtypes,
@@ -30,6 +31,7 @@ from kernels._common import (
     check_rank,
     check_scale,
     dot,
+    dot_precision,
     is_interpreted,
     load_tile,
     upcast_dot,
@@ -321,6 +323,73 @@ def backward_block_config(
     return KernelTiles(32, 32, 8, 1), KernelTiles(64, 32, 8, 2)
 
 
+def backward_launches(
+    grad_out: torch.Tensor,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    out: torch.Tensor,
+    lse: torch.Tensor,
+    dq: torch.Tensor,
+    dk: torch.Tensor,
+    dv: torch.Tensor,
+    *,
+    causal: bool,
+    scale: float | None,
+) -> list[Launch]:
+    """The backward's three launches (preprocess, dK/dV, dQ) over validated tensors
+    (`flash_attention_backward` checks them), with their fp32 scratch buffers delta and lse2
+    [B, Hq, Nq] allocated on q's device."""
+    batch, n_q_heads, n_q, head_dim_qk = q.shape
+    n_kv_heads, n_k, head_dim_v = k.shape[1], k.shape[2], v.shape[3]
+    scale = 1.0 / math.sqrt(head_dim_qk) if scale is None else float(scale)
+    dkdv_tiles, dq_tiles = backward_block_config(head_dim_qk, head_dim_v, q.dtype)
+    head_dims = {
+        "HEAD_DIM_QK": head_dim_qk,
+        "HEAD_DIM_V": head_dim_v,
+        "BLOCK_DK": triton.next_power_of_2(head_dim_qk),
+        "BLOCK_DV": triton.next_power_of_2(head_dim_v),
+    }
+    shared = {
+        "GROUP": n_q_heads // n_kv_heads,
+        "CAUSAL": bool(causal),
+        "DOT_PRECISION": dot_precision(q.dtype),
+        "UPCAST_DOT": upcast_dot(q.dtype),
+        **head_dims,
+    }
+    delta = torch.empty(batch, n_q_heads, n_q, dtype=torch.float32, device=q.device)  # rowsum(dO ∘ O)
+    lse2 = torch.empty_like(delta)  # lse · log2(e), +inf where lse = -inf
+    preprocess_block_m = 32 if is_interpreted() else 64
+    preprocess = Launch(
+        _attention_bwd_preprocess,
+        (triton.cdiv(n_q, preprocess_block_m), batch * n_q_heads),
+        (out, grad_out, lse, delta, lse2, *out.stride(), *grad_out.stride(), *lse.stride(), n_q_heads, n_q),
+        {"HEAD_DIM_V": head_dim_v, "BLOCK_M": preprocess_block_m, "BLOCK_DV": head_dims["BLOCK_DV"]},
+        num_warps=4,
+        num_stages=3,
+    )
+    input_strides = (*q.stride(), *k.stride(), *v.stride(), *grad_out.stride())
+    dkdv_args = (q, k, v, grad_out, lse2, delta, dk, dv, *input_strides, *dk.stride(), *dv.stride())
+    dkdv = Launch(
+        _attention_bwd_dkdv,
+        (triton.cdiv(n_k, dkdv_tiles.block_n), batch * n_kv_heads),
+        (*dkdv_args, n_q_heads, n_kv_heads, n_q, n_k, scale * LOG2_E, scale),
+        {"BLOCK_M": dkdv_tiles.block_m, "BLOCK_N": dkdv_tiles.block_n, **shared},
+        dkdv_tiles.num_warps,
+        dkdv_tiles.num_stages,
+    )
+    dq_args = (q, k, v, grad_out, lse2, delta, dq, *input_strides, *dq.stride())
+    dq_launch = Launch(
+        _attention_bwd_dq,
+        (triton.cdiv(n_q, dq_tiles.block_m), batch * n_q_heads),
+        (*dq_args, n_q_heads, n_q, n_k, scale * LOG2_E, scale),
+        {"BLOCK_M": dq_tiles.block_m, "BLOCK_N": dq_tiles.block_n, **shared},
+        dq_tiles.num_warps,
+        dq_tiles.num_stages,
+    )
+    return [preprocess, dkdv, dq_launch]
+
+
 def _check_shape(fn: str, name: str, tensor: object, layout: str, expected: tuple[int, ...]) -> None:
     check_rank(fn, name, tensor, layout)
     if tuple(tensor.shape) != expected:
@@ -354,7 +423,7 @@ def flash_attention_backward(
     Returns (dq, dk, dv) in the inputs' dtype; dk and dv summed over the query heads of each KV head.
     """
     fn = "flash_attention_backward"
-    batch, n_q_heads, n_q, head_dim_qk, n_kv_heads, n_k, head_dim_v = check_qk_v(fn, q, k, v)
+    batch, n_q_heads, n_q, _, _, _, head_dim_v = check_qk_v(fn, q, k, v)
     out_shape = (batch, n_q_heads, n_q, head_dim_v)
     _check_shape(fn, "out", out, "[B, Hq, Nq, Dv]", out_shape)
     _check_shape(fn, "grad_out", grad_out, "[B, Hq, Nq, Dv]", out_shape)
@@ -380,46 +449,8 @@ def flash_attention_backward(
         for buffer, like, _ in buffers.values()
     )
 
-    scale = 1.0 / math.sqrt(head_dim_qk) if scale is None else float(scale)
-    dkdv_tiles, dq_tiles = backward_block_config(head_dim_qk, head_dim_v, dtype)
-    head_dims = {
-        "HEAD_DIM_QK": head_dim_qk,
-        "HEAD_DIM_V": head_dim_v,
-        "BLOCK_DK": triton.next_power_of_2(head_dim_qk),
-        "BLOCK_DV": triton.next_power_of_2(head_dim_v),
-    }
-    launch = {
-        "GROUP": n_q_heads // n_kv_heads,
-        "CAUSAL": bool(causal),
-        "DOT_PRECISION": "ieee" if dtype == torch.float32 else "tf32",
-        "UPCAST_DOT": upcast_dot(dtype),
-        **head_dims,
-    }
-
-    delta = torch.empty(batch, n_q_heads, n_q, dtype=torch.float32, device=device)  # rowsum(dO ∘ O)
-    lse2 = torch.empty_like(delta)  # lse · log2(e), +inf where lse = -inf
-    preprocess_block_m = 32 if is_interpreted() else 64
-    _attention_bwd_preprocess[(triton.cdiv(n_q, preprocess_block_m), batch * n_q_heads)](
-        out, grad_out, lse, delta, lse2,
-        *out.stride(), *grad_out.stride(), *lse.stride(),
-        n_q_heads, n_q,
-        HEAD_DIM_V=head_dim_v, BLOCK_M=preprocess_block_m, BLOCK_DV=head_dims["BLOCK_DV"],
-    )  # fmt: skip
-    input_strides = (*q.stride(), *k.stride(), *v.stride(), *grad_out.stride())
-    _attention_bwd_dkdv[(triton.cdiv(n_k, dkdv_tiles.block_n), batch * n_kv_heads)](
-        q, k, v, grad_out, lse2, delta, dk, dv,
-        *input_strides, *dk.stride(), *dv.stride(),
-        n_q_heads, n_kv_heads, n_q, n_k, scale * LOG2_E, scale,
-        BLOCK_M=dkdv_tiles.block_m, BLOCK_N=dkdv_tiles.block_n, **launch,
-        num_warps=dkdv_tiles.num_warps, num_stages=dkdv_tiles.num_stages,
-    )  # fmt: skip
-    _attention_bwd_dq[(triton.cdiv(n_q, dq_tiles.block_m), batch * n_q_heads)](
-        q, k, v, grad_out, lse2, delta, dq,
-        *input_strides, *dq.stride(),
-        n_q_heads, n_q, n_k, scale * LOG2_E, scale,
-        BLOCK_M=dq_tiles.block_m, BLOCK_N=dq_tiles.block_n, **launch,
-        num_warps=dq_tiles.num_warps, num_stages=dq_tiles.num_stages,
-    )  # fmt: skip
+    for launch in backward_launches(grad_out, q, k, v, out, lse, dq, dk, dv, causal=causal, scale=scale):
+        launch.run()
     return dq, dk, dv
 
 

@@ -13,6 +13,7 @@ import triton.language as tl
 
 from kernels._common import (
     LOG2_E,
+    Launch,
     batch_and_heads,
     causal_key_bounds,
     check_devices,
@@ -21,6 +22,7 @@ from kernels._common import (
     check_scale,
     check_window_sink,
     dot,
+    dot_precision,
     is_interpreted,
     load_tile,
     upcast_dot,
@@ -229,6 +231,52 @@ def _window_per_kv_head(
     return torch.full((n_kv_heads,), window, dtype=torch.int32, device=device)
 
 
+def forward_launch(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    out: torch.Tensor,
+    lse: torch.Tensor | None,
+    window: torch.Tensor | None,
+    *,
+    causal: bool,
+    scale: float | None,
+    sink: int,
+    weighting: str,
+) -> Launch:
+    """The forward's launch over validated tensors (`flash_attention` checks them): q, k, v as there,
+    out [B, Hq, Nq, Dv], lse float32 [B, Hq, Nq] or None, window int32 [Hkv] or None (see
+    `_window_per_kv_head`). One program per (query block, batch · query head)."""
+    batch, n_q_heads, n_q, head_dim_qk = q.shape
+    n_kv_heads, n_k, head_dim_v = k.shape[1], k.shape[2], v.shape[3]
+    scale = 1.0 / math.sqrt(head_dim_qk) if scale is None else float(scale)
+    block_m, block_n, num_warps, num_stages = block_config(head_dim_qk, q.dtype, head_dim_v)
+    # Without lse (or a window) the kernel never touches those pointers: `out` stands in.
+    args = (
+        q, k, v, out, out if lse is None else lse, out if window is None else window,
+        *q.stride(), *k.stride(), *v.stride(), *out.stride(),
+        *((0, 0, 0) if lse is None else lse.stride()), 0 if window is None else window.stride(0),
+        n_q_heads, n_q, n_k, min(sink, n_k), scale * LOG2_E,
+    )  # fmt: skip
+    constexprs = {
+        "GROUP": n_q_heads // n_kv_heads,
+        "CAUSAL": bool(causal),
+        "WINDOWED": window is not None,
+        "COG": weighting == "cog",
+        "RETURN_LSE": lse is not None,
+        "HEAD_DIM_QK": head_dim_qk,
+        "HEAD_DIM_V": head_dim_v,
+        "BLOCK_M": block_m,
+        "BLOCK_N": block_n,
+        "BLOCK_DQK": triton.next_power_of_2(head_dim_qk),
+        "BLOCK_DV": triton.next_power_of_2(head_dim_v),
+        "DOT_PRECISION": dot_precision(q.dtype),
+        "UPCAST_DOT": upcast_dot(q.dtype),
+    }
+    grid = (triton.cdiv(n_q, block_m), batch * n_q_heads)
+    return Launch(_flash_attention_fwd, grid, args, constexprs, num_warps, num_stages)
+
+
 def flash_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -287,34 +335,8 @@ def flash_attention(
         out = torch.empty(out_shape, dtype=dtype, device=device)
     else:
         check_out(fn, out, out_shape, dtype, device)
-    # Without return_lse (or a window) the kernel never touches those pointers: `out` stands in.
     lse = torch.empty((batch, n_q_heads, n_q), dtype=torch.float32, device=device) if return_lse else None
-    lse_strides = lse.stride() if return_lse else (0, 0, 0)
-    window_stride = 0 if window is None else window.stride(0)
-
-    scale = 1.0 / math.sqrt(head_dim_qk) if scale is None else float(scale)
-    block_m, block_n, num_warps, num_stages = block_config(head_dim_qk, dtype, head_dim_v)
-    grid = (triton.cdiv(n_q, block_m), batch * n_q_heads)
-    _flash_attention_fwd[grid](
-        q, k, v, out, out if lse is None else lse, out if window is None else window,
-        *q.stride(), *k.stride(), *v.stride(), *out.stride(), *lse_strides, window_stride,
-        n_q_heads, n_q, n_k, min(sink, n_k), scale * LOG2_E,
-        GROUP=n_q_heads // n_kv_heads,
-        CAUSAL=bool(causal),
-        WINDOWED=window is not None,
-        COG=weighting == "cog",
-        RETURN_LSE=bool(return_lse),
-        HEAD_DIM_QK=head_dim_qk,
-        HEAD_DIM_V=head_dim_v,
-        BLOCK_M=block_m,
-        BLOCK_N=block_n,
-        BLOCK_DQK=triton.next_power_of_2(head_dim_qk),
-        BLOCK_DV=triton.next_power_of_2(head_dim_v),
-        DOT_PRECISION="ieee" if dtype == torch.float32 else "tf32",
-        UPCAST_DOT=upcast_dot(dtype),
-        num_warps=num_warps,
-        num_stages=num_stages,
-    )  # fmt: skip
-    if return_lse:
-        return out, lse
-    return out
+    forward_launch(
+        q, k, v, out, lse, window, causal=causal, scale=scale, sink=sink, weighting=weighting
+    ).run()
+    return (out, lse) if return_lse else out

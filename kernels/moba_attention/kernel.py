@@ -19,6 +19,7 @@ import triton.language as tl
 
 from kernels._common import (
     LOG2_E,
+    Launch,
     batch_and_heads,
     check_devices,
     check_dim,
@@ -27,6 +28,7 @@ from kernels._common import (
     check_rank,
     check_scale,
     dot,
+    dot_precision,
     is_interpreted,
     load_tile,
     online_softmax_update,
@@ -221,6 +223,49 @@ def tile_block_indices(selection: torch.Tensor, block_size: int, block_m: int) -
     return TileBlockLists(*_compact(any_selected & ~full), *_compact(full))
 
 
+def moba_launch(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    block_mask: torch.Tensor,
+    out: torch.Tensor,
+    *,
+    block_size: int,
+    scale: float | None,
+) -> Launch:
+    """The launch over validated tensors (`moba_attention` checks them), with the tiles' block lists
+    built on q's device (`tile_block_indices`). One program per (query tile, batch · query head)."""
+    batch, n_q_heads, seq_len, head_dim = q.shape
+    n_kv_heads = k.shape[1]
+    scale = 1.0 / math.sqrt(head_dim) if scale is None else float(scale)
+    block_m, block_n, num_warps, num_stages = block_config(head_dim, q.dtype, block_size)
+    selection = causal_selection(block_mask, block_size)  # [B, Hq, N, n_blocks]
+    lists = tile_block_indices(selection, block_size, block_m)
+    # [B, Hq, n_blocks, N] bytes: a tile reads its queries' choices of one block as one contiguous row.
+    selection_rows = selection.transpose(2, 3).contiguous().view(torch.uint8)
+    # The full and partial lists share one shape and layout (contiguous), hence one set of strides.
+    args = (
+        q, k, v, selection_rows, lists.full_kv_num_blocks, lists.full_kv_indices,
+        lists.kv_num_blocks, lists.kv_indices, out,
+        *q.stride(), *k.stride(), *v.stride(), *selection_rows.stride(),
+        *lists.kv_num_blocks.stride(), *lists.kv_indices.stride(), *out.stride(),
+        n_q_heads, seq_len, block_size, scale * LOG2_E,
+    )  # fmt: skip
+    constexprs = {
+        "GROUP": n_q_heads // n_kv_heads,
+        "HEAD_DIM": head_dim,
+        "SUB_TILES": triton.cdiv(block_size, block_n),
+        "EVEN_BLOCKS": block_size % block_n == 0,
+        "BLOCK_M": block_m,
+        "BLOCK_N": block_n,
+        "BLOCK_D": triton.next_power_of_2(head_dim),
+        "DOT_PRECISION": dot_precision(q.dtype),
+        "UPCAST_DOT": upcast_dot(q.dtype),
+    }
+    grid = (triton.cdiv(seq_len, block_m), batch * n_q_heads)
+    return Launch(_moba_attention_fwd, grid, args, constexprs, num_warps, num_stages)
+
+
 def moba_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -276,30 +321,5 @@ def moba_attention(
     else:
         check_out(fn, out, tuple(q.shape), dtype, device)
 
-    scale = 1.0 / math.sqrt(head_dim) if scale is None else float(scale)
-    block_m, block_n, num_warps, num_stages = block_config(head_dim, dtype, block_size)
-    selection = causal_selection(block_mask, block_size)  # [B, Hq, N, n_blocks]
-    lists = tile_block_indices(selection, block_size, block_m)
-    # [B, Hq, n_blocks, N] bytes: a tile reads its queries' choices of one block as one contiguous row.
-    selection_rows = selection.transpose(2, 3).contiguous().view(torch.uint8)
-    grid = (triton.cdiv(seq_len, block_m), batch * n_q_heads)
-    # The full and partial lists share one shape and layout (contiguous), hence one set of strides.
-    _moba_attention_fwd[grid](
-        q, k, v, selection_rows, lists.full_kv_num_blocks, lists.full_kv_indices,
-        lists.kv_num_blocks, lists.kv_indices, out,
-        *q.stride(), *k.stride(), *v.stride(), *selection_rows.stride(),
-        *lists.kv_num_blocks.stride(), *lists.kv_indices.stride(), *out.stride(),
-        n_q_heads, seq_len, block_size, scale * LOG2_E,
-        GROUP=n_q_heads // n_kv_heads,
-        HEAD_DIM=head_dim,
-        SUB_TILES=triton.cdiv(block_size, block_n),
-        EVEN_BLOCKS=block_size % block_n == 0,
-        BLOCK_M=block_m,
-        BLOCK_N=block_n,
-        BLOCK_D=triton.next_power_of_2(head_dim),
-        DOT_PRECISION="ieee" if dtype == torch.float32 else "tf32",
-        UPCAST_DOT=upcast_dot(dtype),
-        num_warps=num_warps,
-        num_stages=num_stages,
-    )  # fmt: skip
+    moba_launch(q, k, v, block_mask, out, block_size=block_size, scale=scale).run()
     return out

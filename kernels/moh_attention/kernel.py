@@ -16,6 +16,7 @@ import triton.language as tl
 
 from kernels._common import (
     LOG2_E,
+    Launch,
     check_devices,
     check_dim,
     check_out,
@@ -23,6 +24,7 @@ from kernels._common import (
     check_rank,
     check_scale,
     dot,
+    dot_precision,
     load_tile,
     online_softmax_update,
     upcast_dot,
@@ -171,6 +173,43 @@ def compact_active_tokens(gates: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
     return token_order.contiguous(), n_active.contiguous()
 
 
+def moh_launch(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    gates: torch.Tensor,
+    out: torch.Tensor,
+    *,
+    causal: bool,
+    scale: float | None,
+) -> Launch:
+    """The launch over validated tensors (`moh_attention` checks them), with the active tokens
+    compacted on q's device. Enough tiles for a head that every token picked; the active counts
+    stay on the device."""
+    batch, n_q_heads, n_q, head_dim = q.shape
+    n_kv_heads, n_k = k.shape[1], k.shape[2]
+    token_order, n_active = compact_active_tokens(gates)  # [B, H, Nq], [B, H]
+    scale = 1.0 / math.sqrt(head_dim) if scale is None else float(scale)
+    block_m, block_n, num_warps, num_stages = block_config(head_dim, q.dtype)
+    args = (
+        q, k, v, gates, token_order, n_active, out,
+        *q.stride(), *k.stride(), *v.stride(), *gates.stride(), *out.stride(),
+        n_q_heads, n_q, n_k, scale * LOG2_E,
+    )  # fmt: skip
+    constexprs = {
+        "GROUP": n_q_heads // n_kv_heads,
+        "HEAD_DIM": head_dim,
+        "CAUSAL": bool(causal),
+        "BLOCK_M": block_m,
+        "BLOCK_N": block_n,
+        "BLOCK_D": triton.next_power_of_2(head_dim),
+        "DOT_PRECISION": dot_precision(q.dtype),
+        "UPCAST_DOT": upcast_dot(q.dtype),
+    }
+    grid = (triton.cdiv(n_q, block_m), batch * n_q_heads)
+    return Launch(_moh_attention_fwd, grid, args, constexprs, num_warps, num_stages)
+
+
 def moh_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -220,24 +259,5 @@ def moh_attention(
     else:
         check_out(fn, out, tuple(q.shape), dtype, device)
 
-    token_order, n_active = compact_active_tokens(gates)  # [B, H, Nq], [B, H]
-    scale = 1.0 / math.sqrt(head_dim) if scale is None else float(scale)
-    block_m, block_n, num_warps, num_stages = block_config(head_dim, dtype)
-    # Enough tiles for a head that every token picked; the active counts stay on the device.
-    grid = (triton.cdiv(n_q, block_m), batch * n_q_heads)
-    _moh_attention_fwd[grid](
-        q, k, v, gates, token_order, n_active, out,
-        *q.stride(), *k.stride(), *v.stride(), *gates.stride(), *out.stride(),
-        n_q_heads, n_q, n_k, scale * LOG2_E,
-        GROUP=n_q_heads // n_kv_heads,
-        HEAD_DIM=head_dim,
-        CAUSAL=bool(causal),
-        BLOCK_M=block_m,
-        BLOCK_N=block_n,
-        BLOCK_D=triton.next_power_of_2(head_dim),
-        DOT_PRECISION="ieee" if dtype == torch.float32 else "tf32",
-        UPCAST_DOT=upcast_dot(dtype),
-        num_warps=num_warps,
-        num_stages=num_stages,
-    )  # fmt: skip
+    moh_launch(q, k, v, gates, out, causal=causal, scale=scale).run()
     return out
