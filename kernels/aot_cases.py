@@ -10,6 +10,7 @@ the sequence lengths here are representative, not exhaustive.
 """
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 
 import torch
@@ -29,54 +30,46 @@ def _empty(*shape: int, dtype: torch.dtype) -> torch.Tensor:
     return torch.empty(shape, dtype=dtype, device="meta")
 
 
+@dataclass(frozen=True)
+class Shape:
+    """A prefill / train point: q [B, H, N, Dqk], k [B, G, N, Dqk], v and o [B, G|H, N, Dv]."""
+
+    d_qk: int
+    d_v: int | None = None  # None: d_qk
+    dtype: str = "bf16"
+    causal: bool = True
+    batch: int = 4
+    heads: int = 32
+    kv_heads: int = 8
+    seq_len: int = 4096
+
+    def tensors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(q, k, v, o) as meta tensors."""
+        d_v = self.d_qk if self.d_v is None else self.d_v
+        b, h, g, n, t = self.batch, self.heads, self.kv_heads, self.seq_len, DTYPES[self.dtype]
+        q, k = _empty(b, h, n, self.d_qk, dtype=t), _empty(b, g, n, self.d_qk, dtype=t)
+        return q, k, _empty(b, g, n, d_v, dtype=t), _empty(b, h, n, d_v, dtype=t)
+
+
 def prefill(
-    d_qk: int,
-    d_v: int | None = None,
-    *,
-    dtype: str = "bf16",
-    causal: bool = True,
-    batch: int = 4,
-    heads: int = 32,
-    kv_heads: int = 8,
-    seq_len: int = 4096,
-    windowed: bool = False,
-    sink: int = 0,
-    weighting: str = "softmax",
-    lse: bool = False,
+    shape: Shape, *, windowed: bool = False, sink: int = 0, weighting: str = "softmax", lse: bool = False
 ) -> list[Launch]:
-    """flash_attention forward: q [B, H, N, Dqk], k [B, G, N, Dqk], v [B, G, N, Dv]."""
-    d_v = d_qk if d_v is None else d_v
-    t = DTYPES[dtype]
-    q, k = _empty(batch, heads, seq_len, d_qk, dtype=t), _empty(batch, kv_heads, seq_len, d_qk, dtype=t)
-    v, out = _empty(batch, kv_heads, seq_len, d_v, dtype=t), _empty(batch, heads, seq_len, d_v, dtype=t)
-    lse_buffer = _empty(batch, heads, seq_len, dtype=torch.float32) if lse else None
-    window = _empty(kv_heads, dtype=torch.int32) if windowed else None  # per KV head (streaming)
+    """flash_attention forward; `windowed`: a window per KV head (streaming heads)."""
+    q, k, v, out = shape.tensors()
+    lse_buffer = _empty(*out.shape[:3], dtype=torch.float32) if lse else None
+    window = _empty(shape.kv_heads, dtype=torch.int32) if windowed else None
     launch = forward_launch(
-        q, k, v, out, lse_buffer, window, causal=causal, scale=None, sink=sink, weighting=weighting
+        q, k, v, out, lse_buffer, window, causal=shape.causal, scale=None, sink=sink, weighting=weighting
     )
     return [launch]
 
 
-def backward(
-    d_qk: int,
-    d_v: int | None = None,
-    *,
-    dtype: str = "bf16",
-    causal: bool = True,
-    batch: int = 4,
-    heads: int = 32,
-    kv_heads: int = 8,
-    seq_len: int = 4096,
-) -> list[Launch]:
+def backward(shape: Shape) -> list[Launch]:
     """flash_attention_backward: preprocess, dK/dV and dQ."""
-    d_v = d_qk if d_v is None else d_v
-    t = DTYPES[dtype]
-    q, k = _empty(batch, heads, seq_len, d_qk, dtype=t), _empty(batch, kv_heads, seq_len, d_qk, dtype=t)
-    v = _empty(batch, kv_heads, seq_len, d_v, dtype=t)
-    out, grad_out = _empty(batch, heads, seq_len, d_v, dtype=t), _empty(batch, heads, seq_len, d_v, dtype=t)
-    lse = _empty(batch, heads, seq_len, dtype=torch.float32)
+    q, k, v, out = shape.tensors()
+    grad_out, lse = torch.empty_like(out), _empty(*out.shape[:3], dtype=torch.float32)
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
-    return backward_launches(grad_out, q, k, v, out, lse, dq, dk, dv, causal=causal, scale=None)
+    return backward_launches(grad_out, q, k, v, out, lse, dq, dk, dv, causal=shape.causal, scale=None)
 
 
 def decode(
@@ -136,33 +129,33 @@ def moh(
 
 CASES: dict[str, Callable[[], list[Launch]]] = {
     # Prefill (gpu_table, gqa_heads, variants_prefill): head dims, causal or not, GQA groups 1/4/8, MQA.
-    "prefill/bf16/d64/causal": partial(prefill, 64),
-    "prefill/bf16/d64/full": partial(prefill, 64, causal=False),
-    "prefill/bf16/d128/causal": partial(prefill, 128),
-    "prefill/bf16/d128/full": partial(prefill, 128, causal=False),
-    "prefill/bf16/d128/causal/mha": partial(prefill, 128, kv_heads=32),
-    "prefill/bf16/d128/full/mha": partial(prefill, 128, causal=False, kv_heads=32),
-    "prefill/bf16/d128/causal/group8": partial(prefill, 128, kv_heads=4),
-    "prefill/bf16/d128/causal/mqa": partial(prefill, 128, kv_heads=1),
-    "prefill/bf16/d256/causal": partial(prefill, 256),
-    "prefill/bf16/d256/full": partial(prefill, 256, causal=False),
-    "prefill/fp16/d128/causal": partial(prefill, 128, dtype="fp16"),
-    "prefill/fp32/d32/causal": partial(prefill, 32, dtype="fp32", heads=4, kv_heads=4, seq_len=256),
+    "prefill/bf16/d64/causal": partial(prefill, Shape(64)),
+    "prefill/bf16/d64/full": partial(prefill, Shape(64, causal=False)),
+    "prefill/bf16/d128/causal": partial(prefill, Shape(128)),
+    "prefill/bf16/d128/full": partial(prefill, Shape(128, causal=False)),
+    "prefill/bf16/d128/causal/mha": partial(prefill, Shape(128, kv_heads=32)),
+    "prefill/bf16/d128/full/mha": partial(prefill, Shape(128, causal=False, kv_heads=32)),
+    "prefill/bf16/d128/causal/group8": partial(prefill, Shape(128, kv_heads=4)),
+    "prefill/bf16/d128/causal/mqa": partial(prefill, Shape(128, kv_heads=1)),
+    "prefill/bf16/d256/causal": partial(prefill, Shape(256)),
+    "prefill/bf16/d256/full": partial(prefill, Shape(256, causal=False)),
+    "prefill/fp16/d128/causal": partial(prefill, Shape(128, dtype="fp16")),
+    "prefill/fp32/d32/causal": partial(prefill, Shape(32, dtype="fp32", heads=4, kv_heads=4, seq_len=256)),
     # MLA prefill: keys [nope; rope] 128 + 64, values 128 (variants_prefill).
-    "prefill/bf16/mla-192-128/causal": partial(prefill, 192, 128, batch=2, heads=16, kv_heads=16),
+    "prefill/bf16/mla-192-128/causal": partial(prefill, Shape(192, 128, batch=2, heads=16, kv_heads=16)),
     # Streaming heads: a window per KV head + 128 sink keys; Cog's signed weights; the train forward's lse.
     "prefill/bf16/d128/window-sink": partial(
-        prefill, 128, batch=2, heads=16, kv_heads=4, windowed=True, sink=128
+        prefill, Shape(128, batch=2, heads=16, kv_heads=4), windowed=True, sink=128
     ),
-    "prefill/bf16/d128/cog": partial(prefill, 128, batch=2, heads=16, kv_heads=4, weighting="cog"),
-    "prefill/bf16/d128/lse": partial(prefill, 128, lse=True),
+    "prefill/bf16/d128/cog": partial(prefill, Shape(128, batch=2, heads=16, kv_heads=4), weighting="cog"),
+    "prefill/bf16/d128/lse": partial(prefill, Shape(128), lse=True),
     # Backward (phase train): dK/dV and dQ.
-    "backward/bf16/d64/causal": partial(backward, 64),
-    "backward/bf16/d128/causal": partial(backward, 128),
-    "backward/bf16/d128/full/mha": partial(backward, 128, causal=False, kv_heads=32),
-    "backward/bf16/d256/causal": partial(backward, 256),
-    "backward/bf16/mla-192-128/causal": partial(backward, 192, 128, batch=2, heads=16, kv_heads=16),
-    "backward/fp32/d32/causal": partial(backward, 32, dtype="fp32", heads=4, kv_heads=4, seq_len=256),
+    "backward/bf16/d64/causal": partial(backward, Shape(64)),
+    "backward/bf16/d128/causal": partial(backward, Shape(128)),
+    "backward/bf16/d128/full/mha": partial(backward, Shape(128, causal=False, kv_heads=32)),
+    "backward/bf16/d256/causal": partial(backward, Shape(256)),
+    "backward/bf16/mla-192-128/causal": partial(backward, Shape(192, 128, batch=2, heads=16, kv_heads=16)),
+    "backward/fp32/d32/causal": partial(backward, Shape(32, dtype="fp32", heads=4, kv_heads=4, seq_len=256)),
     # Split-KV decode (variants_decode, gpu_table): GQA, MHA, MQA, streaming heads, MLA over its latent.
     "decode/bf16/d128/gqa": partial(decode, 128),
     "decode/bf16/d128/mha": partial(decode, 128, kv_heads=32),
