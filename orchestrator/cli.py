@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from orchestrator.config import ConfigError, load_config
+from orchestrator.executors import fix_cublas_workspace
 from orchestrator.planning import plan_to_run, plan_trials
 
 USAGE_ERROR, FAILURE = 2, 1
@@ -186,6 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # First: a local run's trials start CUDA in this process (executor=local, or Ray workers that
+    # inherit this environment), after which cuBLAS no longer reads its workspace setting.
+    fix_cublas_workspace()
     args = build_parser().parse_args(argv)
     try:
         if args.command == "run":

@@ -8,6 +8,7 @@ GPU; each actor gets its next trial when it returns one, and the driver collects
 """
 
 import datetime as dt
+import gc
 import os
 import socket
 import time
@@ -27,12 +28,42 @@ class ExecutorError(RuntimeError):
     """The executor could not start (e.g. an unreachable Ray cluster)."""
 
 
+CUBLAS_WORKSPACE = ":4096:8"
+
+
+def fix_cublas_workspace() -> None:
+    """cuBLAS is deterministic only with a fixed workspace, which the trained phases need
+    (`workloads.quality.train.deterministic`), and reads CUBLAS_WORKSPACE_CONFIG once, when CUDA first
+    creates its handle: call this before anything in the process can start CUDA (the CLI's entry
+    point, a worker's start). A value the user set is kept."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
+
+
+def prepare_trial_process() -> None:
+    """Once in a process that runs trials, before the first: cuBLAS's workspace, every module a trial
+    imports, then those imports frozen out of the garbage collector's generations.
+
+    run_trial collects garbage after every GPU trial and every failure; with the imports frozen it does
+    not walk torch's whole heap each time (about 0.12 s a GPU trial; a no-op trial's median fell from
+    221 to 13 ms when it collected after every trial:
+    benchmarks/results/cpu-amd-epyc/orchestration_overhead-n500-freeze-gc-*.md).
+    """
+    fix_cublas_workspace()
+    import workloads.runner  # noqa: F401  (everything a trial imports, before the freeze below)
+
+    gc.freeze()
+
+
 class LocalExecutor:
+    """In this process. The imports stay frozen while it is entered; leaving it unfreezes them, so a
+    process that goes on (a test session, a notebook) collects as before."""
+
     def __enter__(self) -> "LocalExecutor":
+        prepare_trial_process()
         return self
 
     def __exit__(self, *exc) -> None:
-        pass
+        gc.unfreeze()
 
     def run(self, trials: Sequence[Trial], settings: MeasureSettings, on_result: OnResult) -> None:
         from workloads.runner import run_trial
@@ -45,22 +76,11 @@ class TrialWorker:
     """Ray actor body: runs trials on the resources Ray gave it (a GPU, or some CPU slots)."""
 
     def __init__(self, settings: MeasureSettings, threads: int):
-        # Before CUDA first runs in this process: cuBLAS is deterministic only with a fixed workspace,
-        # which the trained phases need (`workloads.quality.train.deterministic`).
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        import gc
-
+        prepare_trial_process()  # first: nothing may start CUDA before cuBLAS's workspace is fixed
         import torch
-
-        import workloads.runner  # noqa: F401  (everything a trial imports, before the freeze below)
 
         torch.set_num_threads(threads)
         self.settings = settings
-        # run_trial collects garbage after every GPU trial and every failure; with the imports frozen
-        # out of the collector's generations it does not walk torch's whole heap each time (a no-op
-        # trial's median fell from 221 to 13 ms when it collected after every trial:
-        # benchmarks/results/cpu-amd-epyc/orchestration_overhead-n500-freeze-gc-*.md).
-        gc.freeze()
 
     def ready(self) -> bool:
         """Returns once the worker has started (imports done): its next trial starts then."""

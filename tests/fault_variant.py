@@ -6,7 +6,8 @@ a trial do (every call when times=0); later calls return q like action ok:
 
     action: ok (return q), sleep (sleep `seconds`, then return q), raise (RuntimeError),
             exit (the worker process dies at once, as under SIGKILL), oom (a CUDA out-of-memory error)
-    marker: a directory; each misbehaving call appends a line "<action> pid=<pid> gpus=<...> t=<time>"
+    marker: a directory; each misbehaving call appends a line
+            "<action> pid=<pid> gpus=<...> cublas=<CUBLAS_WORKSPACE_CONFIG> t=<time>"
             to <marker>/<action>-n<seq_len>.log, so a retry of the trial can behave differently
 """
 
@@ -35,8 +36,9 @@ def _misbehave(trial, inputs):
             return inputs["q"]
     if log is not None:
         gpus = os.environ.get("CUDA_VISIBLE_DEVICES", "")
+        cublas = os.environ.get("CUBLAS_WORKSPACE_CONFIG", "")  # what a trial's CUDA start would read
         with log.open("a") as out:
-            out.write(f"{action} pid={os.getpid()} gpus={gpus} t={time.time():.3f}\n")
+            out.write(f"{action} pid={os.getpid()} gpus={gpus} cublas={cublas} t={time.time():.3f}\n")
     if action == "sleep":
         time.sleep(params["seconds"])
     elif action == "raise":

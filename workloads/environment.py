@@ -60,13 +60,16 @@ def _git(cwd: Path, *args: str) -> str:
 
 
 CODE_VERSION_ENV = "ATTNSWEEP_CODE_VERSION"
+# What a result row records when neither git nor CODE_VERSION_ENV says: the reader learns why, and how
+# to record the version next time.
+UNKNOWN_CODE_VERSION = f"unknown (no git checkout; set {CODE_VERSION_ENV})"
 
 
 @functools.cache
 def code_version(repo: str | None = None) -> str:
     """`git describe`-like id of the code: commit, plus '+dirty' when the tree has changes. A sweep
     submitted to a cluster runs from a copy without .git: `attnsweep submit` passes the submitter's
-    version in CODE_VERSION_ENV."""
+    version in CODE_VERSION_ENV (a copy made by hand can set it too); else UNKNOWN_CODE_VERSION."""
     if repo is None and os.environ.get(CODE_VERSION_ENV):
         return os.environ[CODE_VERSION_ENV]
     cwd = Path(repo) if repo else Path(__file__).resolve().parent.parent
@@ -74,5 +77,5 @@ def code_version(repo: str | None = None) -> str:
         commit = _git(cwd, "rev-parse", "--short=12", "HEAD")
         dirty = _git(cwd, "status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
+        return UNKNOWN_CODE_VERSION
     return commit + ("+dirty" if dirty else "")

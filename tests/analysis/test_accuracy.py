@@ -3,6 +3,9 @@
 import pandas as pd
 import pytest
 
+# Hosts without matplotlib (the GPU host: see tests/test_collection.py) skip this module.
+pytest.importorskip("matplotlib")
+
 from analysis.accuracy import MARKDOWN_ROWS, MAX_COLUMNS, accuracy_blocks, heatmap_grid
 from analysis.rows import load_results
 from tests.analysis.conftest import HEADS_SEQ_LENS, heads_rows

@@ -13,6 +13,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+# Hosts without matplotlib (the GPU host: see tests/test_collection.py) skip this module.
+pytest.importorskip("matplotlib")
+
 from analysis.compare import (
     IMPROVEMENT,
     INTERPRETED,

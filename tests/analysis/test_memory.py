@@ -3,6 +3,9 @@
 import pandas as pd
 import pytest
 
+# Hosts without matplotlib (the GPU host: see tests/test_collection.py) skip this module.
+pytest.importorskip("matplotlib")
+
 from analysis.memory import line_label, memory_blocks, memory_panels, memory_table
 from analysis.rows import load_results
 from tests.analysis.conftest import HEADS, HEADS_BATCH, HEADS_HEAD_DIM, HEADS_SEQ_LENS, heads_rows

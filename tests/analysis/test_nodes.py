@@ -5,6 +5,9 @@ from datetime import datetime, timedelta, timezone
 import pandas as pd
 import pytest
 
+# Hosts without matplotlib (the GPU host: see tests/test_collection.py) skip this module.
+pytest.importorskip("matplotlib")
+
 from analysis.nodes import node_table, nodes_blocks
 from analysis.rows import load_results
 from tests.analysis.conftest import make_row

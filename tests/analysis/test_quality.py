@@ -13,6 +13,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+# Hosts without matplotlib (the GPU host: see tests/test_collection.py) skip this module.
+pytest.importorskip("matplotlib")
+
 from analysis.blocks import Block, Table
 from analysis.quality import pareto_front, quality_blocks
 from analysis.report import build_report, latest_per_trial, load_results

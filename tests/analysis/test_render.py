@@ -4,6 +4,9 @@ capped tables that still show every group."""
 import pandas as pd
 import pytest
 
+# Hosts without matplotlib (the GPU host: see tests/test_collection.py) skip this module.
+pytest.importorskip("matplotlib")
+
 from analysis.blocks import Block, Cell, Table
 from analysis.render import SORT_SCRIPT, html_table, render_html, render_markdown
 from analysis.report import _render_html

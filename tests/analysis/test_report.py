@@ -10,6 +10,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+# Hosts without matplotlib (the GPU host: see tests/test_collection.py) skip this module.
+pytest.importorskip("matplotlib")
+
 from analysis.report import build_report, error_summary, fmt, latest_per_trial, load_results
 from tests.analysis.conftest import (
     BACKENDS,

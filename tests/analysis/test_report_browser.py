@@ -11,6 +11,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+
+# Hosts without matplotlib or PIL (the GPU host: see tests/test_collection.py) skip this module.
+pytest.importorskip("matplotlib")
+pytest.importorskip("PIL")
+
 from PIL import Image, ImageStat
 
 from analysis.compare_report import write_comparison

@@ -8,6 +8,9 @@ from pathlib import Path
 
 import pytest
 
+# Hosts without matplotlib (the GPU host: see tests/test_collection.py) skip this module.
+pytest.importorskip("matplotlib")
+
 from analysis.failures import MAX_ROWS as FAILURE_ROWS
 from analysis.latency import DETAIL_ROWS, PIVOT_ROWS
 from analysis.report import build_report

@@ -3,6 +3,9 @@
 import pandas as pd
 import pytest
 
+# Hosts without matplotlib (the GPU host: see tests/test_collection.py) skip this module.
+pytest.importorskip("matplotlib")
+
 from analysis.roofline import MAX_POINTS, ceilings, roofline_blocks, roofline_rows
 from analysis.rows import load_results
 from tests.analysis.conftest import heads_rows

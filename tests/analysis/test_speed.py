@@ -6,6 +6,9 @@ from datetime import datetime, timedelta, timezone
 import pandas as pd
 import pytest
 
+# Hosts without matplotlib (the GPU host: see tests/test_collection.py) skip this module.
+pytest.importorskip("matplotlib")
+
 from analysis.baseline import Baseline
 from analysis.blocks import fmt
 from analysis.report import build_report

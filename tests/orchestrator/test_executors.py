@@ -1,15 +1,23 @@
 """Executors on a real local Ray instance (2 CPUs, 2 logical GPUs) and in-process."""
 
+import gc
+import os
 import socket
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from orchestrator.config import RayConf
-from orchestrator.executors import ExecutorError, LocalExecutor, RayExecutor, worker_layout
+from orchestrator.executors import CUBLAS_WORKSPACE, ExecutorError, LocalExecutor, RayExecutor, worker_layout
+from tests.fault_variant import marker_file
 from workloads.measure import MeasureSettings
-from workloads.trial import Trial
+from workloads.trial import Trial, canonical_json
 
 FAST = MeasureSettings(min_run_time_s=0.01)
+ROOT = Path(__file__).resolve().parents[2]
+CUBLAS = "CUBLAS_WORKSPACE_CONFIG"
 
 
 def trials(n: int, variant="gqa") -> list[Trial]:
@@ -72,6 +80,64 @@ def test_local_executor_runs_in_process():
     with LocalExecutor() as executor:
         executor.run(trials(2), FAST, lambda t, r: seen.append(r))
     assert [r.status for r in seen] == ["ok", "ok"] and seen[0].node == ""
+
+
+def test_local_executor_freezes_the_imports_while_it_runs():
+    """As in the Ray workers: the collection after each GPU trial does not walk torch's whole heap."""
+    frozen_during_trials = []
+    with LocalExecutor() as executor:
+        executor.run(trials(2), FAST, lambda t, r: frozen_during_trials.append(gc.get_freeze_count()))
+    assert len(frozen_during_trials) == 2 and min(frozen_during_trials) > 0
+    assert gc.get_freeze_count() == 0  # a process that goes on collects as before
+
+
+def probe_trial(marker: Path) -> Trial:
+    """A test-fault trial that returns q and logs, among others, CUBLAS_WORKSPACE_CONFIG as it runs."""
+    params = canonical_json({"action": "ok", "seconds": 0.0, "times": 0, "marker": str(marker)})
+    return Trial("test-fault", "torch-ref", "prefill", 1, 16, 2, 2, 8, "float32", True, params)
+
+
+def cublas_seen(marker: Path) -> set[str]:
+    words = marker_file(str(marker), "ok", 16).read_text().split()
+    return {word.removeprefix("cublas=") for word in words if word.startswith("cublas=")}
+
+
+def test_local_trials_run_with_cublas_workspace_fixed(tmp_path, monkeypatch):
+    monkeypatch.setenv(CUBLAS, "restored-after-the-test")
+    monkeypatch.delenv(CUBLAS)  # as in a fresh shell; an earlier trained trial may have set it here
+    with LocalExecutor() as executor:
+        executor.run([probe_trial(tmp_path)], FAST, lambda t, r: None)
+    assert cublas_seen(tmp_path) == {CUBLAS_WORKSPACE}
+
+
+@pytest.mark.slow
+def test_cli_fixes_cublas_workspace_before_the_first_trial(tmp_path):
+    """`python -m orchestrator run executor=local`, as on a GPU host without Ray: the variable is set in
+    the process before its first trial (and so before CUDA starts there)."""
+    pytest.importorskip("rich")  # orchestrator.sweep's progress display
+    env = {k: v for k, v in os.environ.items() if k != CUBLAS}
+    trial = probe_trial(tmp_path)
+    run = [sys.executable, "-m", "orchestrator", "run", "executor=local", "sweep.name=cublas"]
+    overrides = [
+        f"results_dir={tmp_path / 'results'}",
+        f"reports_dir={tmp_path / 'reports'}",
+        "sweep.variants=[test-fault]",
+        "sweep.backends=[torch-ref]",
+        "sweep.phases=[prefill]",
+        f"sweep.axes.seq_len=[{trial.seq_len}]",
+        f"sweep.axes.n_heads=[{trial.n_heads}]",
+        f"sweep.axes.head_dim=[{trial.head_dim}]",
+        f"sweep.params.test-fault.marker={tmp_path}",
+        "measure.min_run_time_s=0.01",
+        "tracking.enabled=false",
+        "report=false",
+        "progress=off",
+    ]
+    done = subprocess.run(
+        [*run, *overrides], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert cublas_seen(tmp_path) == {CUBLAS_WORKSPACE}
 
 
 def test_unreachable_address_fails_fast():

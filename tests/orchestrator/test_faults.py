@@ -4,6 +4,10 @@ are the test-only variant `test-fault` (tests/fault_variant.py), loaded into Ray
 ATTNSWEEP_PLUGINS."""
 
 import pandas as pd
+import pytest
+
+# Hosts without rich (the GPU host: see tests/test_collection.py) skip this module.
+pytest.importorskip("rich")
 
 from orchestrator.cli import main
 from orchestrator.sweep import schedule

@@ -68,18 +68,22 @@ def initial_weight(
     spec: Weight, generator: torch.Generator | None = None, noise: float = 0.0
 ) -> torch.Tensor:
     """The weight's initial value in float32 on the CPU, plus `noise`·N(0, 1) (benchmarks perturb
-    identities and zeros so the math under test is not trivial)."""
+    identities and zeros so the math under test is not trivial). `generator` must be a CPU one."""
+    # device= on every factory: the CPU whatever torch's default device is (a caller may have set
+    # another with `torch.device(...)` or torch.set_default_device), so a CPU generator always fits.
+    cpu = torch.device("cpu")
     if spec.init == "normal":
         fan_in = spec.shape[-2] if len(spec.shape) >= 2 else spec.shape[-1]
-        value = torch.randn(spec.shape, generator=generator) / math.sqrt(fan_in)
+        value = torch.randn(spec.shape, generator=generator, device=cpu) / math.sqrt(fan_in)
     elif spec.init == "identity":
-        value = torch.eye(spec.shape[-2], spec.shape[-1]).expand(spec.shape).clone()
+        value = torch.eye(spec.shape[-2], spec.shape[-1], device=cpu).expand(spec.shape).clone()
     elif spec.init in ("zeros", "ones"):
-        value = torch.zeros(spec.shape) if spec.init == "zeros" else torch.ones(spec.shape)
+        factory = torch.zeros if spec.init == "zeros" else torch.ones
+        value = factory(spec.shape, device=cpu)
     else:
         raise ValueError(f"{spec.name}: unknown init {spec.init!r}")
     if noise and spec.init != "normal":
-        value = value + noise * torch.randn(spec.shape, generator=generator)
+        value = value + noise * torch.randn(spec.shape, generator=generator, device=cpu)
     return value
 
 
@@ -97,7 +101,7 @@ class Cost:
 
 
 def dtype_size(dtype: str) -> int:
-    return torch.empty((), dtype=getattr(torch, dtype)).element_size()
+    return getattr(torch, dtype).itemsize
 
 
 def mean_keys_per_query(n_q: int, n_k: int, causal: bool) -> float:
@@ -235,9 +239,11 @@ class Variant:
         inputs: dict[str, torch.Tensor] = {}
         for spec in self.input_specs(trial):
             if isinstance(spec, Weight):
-                cpu_generator = torch.Generator().manual_seed(
-                    int(torch.randint(2**31, (1,), generator=generator))
-                )
+                # Weights start on the CPU (`initial_weight`), from a CPU generator seeded by the trial's
+                # generator: the seed is drawn on that generator's own device (a CUDA generator cannot
+                # draw a CPU tensor), so the CPU gets the same weights as before and CUDA works.
+                seed = torch.randint(2**31, (1,), generator=generator, device=generator.device)
+                cpu_generator = torch.Generator(device="cpu").manual_seed(int(seed))
                 inputs[spec.name] = initial_weight(spec, cpu_generator, noise=0.1).to(device, dtype)
                 continue
             name, shape = spec.name, tuple(spec.features)

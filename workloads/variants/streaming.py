@@ -22,9 +22,9 @@ def retrieval_kv_heads(trial: Trial) -> int:
 
 def kv_windows(trial: Trial, device: torch.device) -> torch.Tensor:
     """[G] int32: 0 for retrieval heads (the whole causal past), `window` for streaming heads."""
-    windows = torch.full((trial.n_kv_heads,), trial.param_dict["window"], dtype=torch.int32)
+    windows = torch.full((trial.n_kv_heads,), trial.param_dict["window"], dtype=torch.int32, device=device)
     windows[: retrieval_kv_heads(trial)] = 0
-    return windows.to(device)
+    return windows
 
 
 def _windows(trial: Trial, x: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -56,7 +56,9 @@ def test_top_k_gates():
     assert_close(softmax.sum(-1), torch.ones(3, 7), rel_tol=1e-6)  # renormalised over the top-k
     sigmoid = top_k_gates(logits, 3, "sigmoid")
     picked = logits.topk(3, dim=-1).indices
-    assert torch.equal(sigmoid.gather(-1, picked), torch.sigmoid(logits).gather(-1, picked))
+    # σ of the picked slice against σ of the whole tensor: two vectorised paths whose last bits differ
+    # with the CPU's vector width, so close, not equal (a renormalised or wrong gate is off by far more).
+    assert_close(sigmoid.gather(-1, picked), torch.sigmoid(logits).gather(-1, picked), rel_tol=1e-6)
     assert ((sigmoid > 0).sum(-1) == 3).all()
     with pytest.raises(ValueError, match="gate kind 'relu'"):
         top_k_gates(logits, 1, "relu")

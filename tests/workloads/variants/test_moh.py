@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from tests.helpers import assert_close
 from tests.workloads.variants.cases import make_trial
 from workloads.variants import InvalidPoint, get_variant
 from workloads.variants.layer import build_layer
@@ -16,8 +17,8 @@ def test_gates_pick_shared_heads_and_top_k_routed_heads():
     alpha = 2 * torch.softmax(stage, dim=-1)
     assert (gates[..., :3] > 0).all(), "shared heads are always on"
     assert ((gates[..., 3:] > 0).sum(-1) == 2).all(), "exactly top_k routed heads per token"
-    torch.testing.assert_close(gates[..., :3].sum(-1), alpha[..., 0])
-    torch.testing.assert_close(gates[..., 3:].sum(-1), alpha[..., 1])
+    assert_close(gates[..., :3].sum(-1), alpha[..., 0], rel_tol=1e-6, name="shared gates")
+    assert_close(gates[..., 3:].sum(-1), alpha[..., 1], rel_tol=1e-6, name="routed gates")
     best = routed.topk(2, dim=-1).indices
     assert torch.equal(gates[..., 3:].gather(-1, best) > 0, torch.ones_like(best, dtype=torch.bool))
 
@@ -25,7 +26,7 @@ def test_gates_pick_shared_heads_and_top_k_routed_heads():
 def test_without_shared_heads_the_routed_gates_stand_alone():
     routed = torch.randn(1, 4, 6, generator=torch.Generator().manual_seed(1))
     gates = moh_gates(None, routed, None, top_k=3)
-    torch.testing.assert_close(gates.sum(-1), torch.ones(1, 4))
+    assert_close(gates.sum(-1), torch.ones(1, 4), rel_tol=1e-6)
     layer = build_layer("moh", n_heads=6, n_kv_heads=6, head_dim=16, params={"shared_heads": 0, "top_k": 3})
     assert "stage_logits" not in dict(layer.projections.items())
     layer(torch.randn(2, 5, 96)).square().mean().backward()
