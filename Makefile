@@ -4,15 +4,17 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test setup lint clean
+.PHONY: demo test setup lint clean wheelhouse
 
 setup: $(STAMP)
 
-# torch first and pinned: a bare `torch` requirement could pull a multi-GB CUDA build.
+# torch first and pinned: a bare `torch` requirement could pull a multi-GB CUDA build. Triton pinned
+# too: the ahead-of-time compile for sm_90 (kernels/aot.py, in the tests) binds launches through
+# Triton's runtime internals, checked against this version (and 3.6, the GPU image's).
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q torch==2.13.0 triton==3.9.0
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
@@ -25,6 +27,27 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+
+# Hydra's wheels for a GPU host without network (benchmarks/gpu_check.sh installs them from .whl/):
+# the versions .venv has, for CPython 3.12 (all pure Python). antlr4-python3-runtime 4.9.3 is an
+# sdist only: its wheel is built here. A wheel already in .whl/ is kept, other versions of it removed.
+# .venv is set up when missing, but never reinstalled for this (no dependency on the stamp).
+WHEELHOUSE := .whl
+HYDRA_WHEELS := hydra-core omegaconf antlr4-python3-runtime
+wheelhouse:
+	@test -x $(PY) || $(MAKE) setup
+	@mkdir -p $(WHEELHOUSE)
+	@set -e; for name in $(HYDRA_WHEELS); do \
+	  version=$$($(PY) -c "from importlib.metadata import version; print(version('$$name'))"); \
+	  stem=$$(echo $$name | tr - _); \
+	  for old in $(WHEELHOUSE)/$$stem-*.whl; do case $$old in *"*"*|*/$$stem-$$version-*) ;; *) rm -v $$old;; esac; done; \
+	  if ls $(WHEELHOUSE)/$$stem-$$version-*.whl >/dev/null 2>&1; then echo "$(WHEELHOUSE): $$name $$version already there"; continue; fi; \
+	  $(PY) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+	    --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+	    -d $(WHEELHOUSE) $$name==$$version 2>/dev/null \
+	  || $(PY) -m pip wheel -q --no-deps -w $(WHEELHOUSE) $$name==$$version; \
+	  ls $(WHEELHOUSE)/$$stem-$$version-*.whl; \
+	done
 
 clean:
 	rm -rf results reports mlflow.db mlflow.db-wal mlflow.db-shm mlruns

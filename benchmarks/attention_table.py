@@ -1,8 +1,11 @@
 """Triton against SDPA per phase and sequence length: latency, TFLOP/s, GB/s, % of measured peak.
 
-Runs a sweep in this process (executor=local, no MLflow: GPU hosts often have neither Ray nor a
-tracking server), keeps its Parquet rows under benchmarks/results/<device>/, and prints and saves
-the table as Markdown. Default sweep: `gpu_table` (bf16, head_dim 128, 1k-32k tokens).
+One line per phase (causal and non-causal prefill apart), variant and length: each backend's median
+latency, TFLOP/s (GB/s in decode) and % of the peak, and Triton's time over SDPA's
+(`analysis.tables.triton_vs_sdpa`). Runs a sweep in this process (executor=local, no MLflow: GPU
+hosts often have neither Ray nor a tracking server), keeps its Parquet rows under
+benchmarks/results/<device>/, and prints and saves the table as Markdown. Default sweep: `gpu_table`
+(bf16, head_dim 128, causal and non-causal prefill and decode, 1k-32k tokens).
 
     python benchmarks/attention_table.py                       # on a GPU host
     python benchmarks/attention_table.py sweep.axes.seq_len=[64] sweep.axes.n_heads=[4] \\
@@ -14,25 +17,13 @@ import sys
 import tempfile
 from pathlib import Path
 
-import pandas as pd
-
-from analysis.report import markdown_table
+from analysis.render import markdown_table
 from analysis.store import read_results
+from analysis.tables import triton_vs_sdpa
 from orchestrator.config import load_config
 from orchestrator.sweep import run_sweep
 
 RESULTS = Path(__file__).resolve().parent / "results"
-METRICS = ["latency_ms", "tflops", "gbps", "pct_peak"]
-
-
-def comparison(rows: pd.DataFrame) -> pd.DataFrame:
-    """One line per (phase, variant, params, seq_len): each backend's metrics, Triton's speedup over SDPA."""
-    ok = rows[rows["status"] == "ok"]
-    wide = ok.pivot_table(index=["phase", "variant", "params", "seq_len"], columns="backend", values=METRICS)
-    wide.columns = [f"{backend} {metric}" for metric, backend in wide.columns]
-    if {"triton latency_ms", "torch-sdpa latency_ms"} <= set(wide.columns):
-        wide["triton speedup"] = wide["torch-sdpa latency_ms"] / wide["triton latency_ms"]
-    return wide.reset_index()
 
 
 def main(overrides: list[str]) -> int:
@@ -68,7 +59,7 @@ def main(overrides: list[str]) -> int:
             if rows["interpreted"].any()
             else "",
             "",
-            markdown_table(comparison(rows)),
+            markdown_table(triton_vs_sdpa(rows)),
             "",
             f"{len(failures)} trial(s) not ok: "
             + "; ".join(

@@ -6,6 +6,7 @@ configuration or usage (one line on stderr naming the key and value, before any 
 """
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
@@ -186,10 +187,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _interrupted(signum, frame) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def stop_on_signals() -> None:
+    """SIGTERM (kill, timeout, scancel, a container's stop) ends a command as Ctrl-C does: a run
+    writes the rows it holds and compacts its file before exiting 130. SIGINT is restored where the
+    process inherited it ignored (a background job of a script), so `kill -INT` stops it too."""
+    signal.signal(signal.SIGTERM, _interrupted)
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def main(argv: list[str] | None = None) -> int:
     # First: a local run's trials start CUDA in this process (executor=local, or Ray workers that
     # inherit this environment), after which cuBLAS no longer reads its workspace setting.
     fix_cublas_workspace()
+    stop_on_signals()
     args = build_parser().parse_args(argv)
     try:
         if args.command == "run":

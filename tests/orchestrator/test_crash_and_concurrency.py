@@ -90,3 +90,24 @@ def test_two_sweeps_write_into_one_results_store_at_once(in_tmp):
     for name in ("left", "right"):
         frame = pd.read_parquet(in_tmp / "results" / name)
         assert len(frame) == 3 and set(frame["sweep"]) == {name} and set(frame["status"]) == {"ok"}
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "sigint"])
+def test_a_run_stopped_by_a_signal_keeps_its_rows_compacted(in_tmp, signum):
+    """kill / timeout / scancel (SIGTERM) and Ctrl-C (SIGINT) end a run the same way: the rows it
+    measured are written and compacted into the run's one file, and it exits 130 with one line."""
+    sweep = slow_sweep(in_tmp, "stopped", 6, 1.0)
+    driver = start(in_tmp, sweep)
+    dataset = in_tmp / "results" / "stopped"
+    try:
+        wait_for(lambda: len(list(dataset.glob("*-part-*.parquet"))) >= 2, "2 results")
+        driver.send_signal(signum)
+        _, err = driver.communicate(timeout=60)
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+    assert driver.returncode == 130, err
+    assert "interrupted; results written so far are kept" in err.strip().splitlines()[-1]
+    assert not list(dataset.glob("*-part-*.parquet"))  # compacted: one file for the run
+    frame = pd.read_parquet(dataset)
+    assert 2 <= len(frame) < 6 and set(frame["status"]) == {"ok"} and frame["run_id"].nunique() == 1

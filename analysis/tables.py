@@ -1,0 +1,60 @@
+"""Plain tables of result rows for the benchmark scripts (benchmarks/attention_table.py, gpu_check.py)."""
+
+import pandas as pd
+
+from analysis.blocks import fmt
+
+# Prefill split by its mask: causal and non-causal points are different questions.
+PHASE_ORDER = {"prefill causal": 0, "prefill non-causal": 1, "decode": 2, "train": 3}
+
+
+def _phase_label(rows: pd.DataFrame) -> pd.Series:
+    causal = rows["causal"].map({True: "prefill causal", False: "prefill non-causal"})
+    return rows["phase"].where(rows["phase"].ne("prefill"), causal)
+
+
+def triton_vs_sdpa(rows: pd.DataFrame) -> pd.DataFrame:
+    """One line per (phase, variant, params, heads, seq_len) of the ok rows: Triton's and SDPA's median
+    latency, rate (TFLOP/s in prefill and train, GB/s in decode) and % of the measured peak, and
+    Triton's time over SDPA's (< 1: Triton is faster). A point measured twice keeps its latest row."""
+    ok = rows[rows["status"].eq("ok") & rows["backend"].isin(["triton", "torch-sdpa"])].copy()
+    if ok.empty:
+        return pd.DataFrame()
+    ok["phase"] = _phase_label(ok)
+    ok["rate"] = ok["tflops"].where(ok["phase"].ne("decode"), ok["gbps"])
+    ok["heads"] = ok["n_heads"].astype(str) + "/" + ok["n_kv_heads"].astype(str)
+    index = ["phase", "variant", "params", "heads", "seq_len"]
+    ok = ok.sort_values("timestamp").drop_duplicates(index + ["backend"], keep="last")
+    wide = ok.pivot_table(
+        index=index, columns="backend", values=["latency_ms", "rate", "pct_peak"], aggfunc="first"
+    )
+    table = pd.DataFrame(index=wide.index)
+    for backend, short in (("triton", "triton"), ("torch-sdpa", "sdpa")):
+        for metric, label in (("latency_ms", "ms"), ("rate", "rate"), ("pct_peak", "% peak")):
+            if (metric, backend) in wide.columns:
+                table[f"{short} {label}"] = wide[(metric, backend)]
+    if {"triton ms", "sdpa ms"} <= set(table.columns):
+        table["triton/sdpa time"] = table["triton ms"] / table["sdpa ms"]
+    table = table.reset_index()
+    table["_order"] = table["phase"].map(PHASE_ORDER).fillna(len(PHASE_ORDER))
+    table = table.sort_values(["_order", "variant", "params", "seq_len"]).drop(columns="_order")
+    if table["params"].fillna("").isin(["", "{}"]).all():
+        table = table.drop(columns="params")
+    return table
+
+
+def status_grid(rows: pd.DataFrame) -> pd.DataFrame:
+    """variant × "backend phase": 'ok <median ms>', '—' for unsupported, else the status in capitals
+    (each trial's latest row)."""
+    latest = rows.sort_values("timestamp").drop_duplicates("trial_id", keep="last")
+
+    def cell(row) -> str:
+        if row.status == "ok":
+            return f"ok {fmt(row.latency_ms)}" if pd.notna(row.latency_ms) else "ok"
+        return "—" if row.status == "unsupported" else row.status.upper()
+
+    latest = latest.assign(
+        cell=[cell(r) for r in latest.itertuples()], column=latest["backend"] + " " + latest["phase"]
+    )
+    grid = latest.pivot_table(index="variant", columns="column", values="cell", aggfunc=" / ".join)
+    return grid.fillna("").reset_index()
