@@ -10,11 +10,11 @@ import torch
 from workloads.backends import load_kernels
 from workloads.trial import Trial
 from workloads.variants.base import Cost, InputSpec, Variant
-from workloads.variants.gqa import grouped_attention_cost, phase_attention, qkv_specs
+from workloads.variants.gqa import grouped_attention_cost, phase_attention, qkv_specs, reference_query_chunk
 
 
-def _torch_ref(trial: Trial, x: dict[str, torch.Tensor]) -> torch.Tensor:
-    out = phase_attention(trial, x, weighting="cog")
+def _torch_ref(trial: Trial, x: dict[str, torch.Tensor], query_chunk: int | None = None) -> torch.Tensor:
+    out = phase_attention(trial, x, weighting="cog", query_chunk=query_chunk)
     return out[:, :, 0] if trial.phase == "decode" else out
 
 
@@ -34,6 +34,10 @@ class CogAttention(Variant):
 
     def input_specs(self, trial: Trial) -> list[InputSpec]:
         return qkv_specs(trial)
+
+    def reference(self, trial: Trial, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        # The torch-ref math, with queries in chunks so long sequences fit in memory.
+        return _torch_ref(trial, inputs, query_chunk=reference_query_chunk(trial, inputs))
 
     def cost(self, trial: Trial) -> Cost:
         return grouped_attention_cost(trial, self.n_params(trial))

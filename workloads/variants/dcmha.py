@@ -18,15 +18,19 @@ every head of a (query, key) tile together. The measured op covers the scores, b
 softmax and P·v. Prefill only: decode would cache the key-wise tensors of every past token besides K/V.
 """
 
+import math
+
 import torch
 
+from workloads.reference import reference_chunk
 from workloads.trial import Trial
 from workloads.variants.base import Cost, InputSpec, TokenInput, Variant, Weight
 from workloads.variants.gqa import grouped_attention_cost, qkv_specs
-from workloads.variants.routing import query_rows, scored_pairs, self_attention_scores, with_extra
+from workloads.variants.routing import query_rows, scored_pairs, with_extra
 
 STAGES = ("pre", "post")  # before and after the softmax
 SIDES = {"q": "i", "k": "j"}  # query-wise tensors follow the score row i, key-wise ones its column j
+QUERY_WISE = ("w1", "w2", "gate")  # the tensors `<stage>_q_<name>` [B, N, ...] of each score row
 
 
 def compose(scores: torch.Tensor, x: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
@@ -45,15 +49,40 @@ def compose(scores: torch.Tensor, x: dict[str, torch.Tensor], stage: str) -> tor
     return out
 
 
-def _torch_ref(trial: Trial, x: dict[str, torch.Tensor]) -> torch.Tensor:
-    scores, visible = self_attention_scores(x["q"], x["k"], trial.causal)  # [B, H, N, N], [N, N]
-    scores = compose(scores, x, "pre")
+def _attend_rows(trial: Trial, x: dict[str, torch.Tensor], start: int, stop: int) -> torch.Tensor:
+    """Output rows start:stop [B, H, n, D]. The composition at (i, j) reads row i's query-wise and key
+    j's key-wise tensors and the softmax runs over keys: rows are independent, so chunks of rows are the
+    same math."""
+    q, k = x["q"][:, :, start:stop], x["k"]  # [B, H, n, D], [B, H, N, D]
+    part = dict(x)
+    for stage in STAGES:
+        for name in QUERY_WISE:  # [B, N, ...] -> these rows' [B, n, ...]
+            part[f"{stage}_q_{name}"] = x[f"{stage}_q_{name}"][:, start:stop]
+    scores = (q @ k.transpose(-1, -2)) * (1.0 / math.sqrt(q.shape[-1]))  # [B, H, n, N]
+    scores = scores.to(torch.promote_types(scores.dtype, torch.float32))
+    visible = None
+    if trial.causal:  # self-attention (Nq == Nk): query i sees keys j <= i
+        positions = torch.arange(k.shape[2], device=q.device)  # [N]
+        visible = positions[None, :] <= positions[start:stop, None]  # [n, N]
+    scores = compose(scores, part, "pre")
     if visible is not None:
         scores = scores.masked_fill(~visible, float("-inf"))
-    probs = compose(torch.softmax(scores, dim=-1), x, "post")
+    probs = compose(torch.softmax(scores, dim=-1), part, "post")
     if visible is not None:
         probs = probs.masked_fill(~visible, 0.0)
     return probs.to(x["v"].dtype) @ x["v"]
+
+
+def _torch_ref(trial: Trial, x: dict[str, torch.Tensor]) -> torch.Tensor:
+    return _attend_rows(trial, x, 0, x["q"].shape[2])
+
+
+def _chunked_reference(trial: Trial, x: dict[str, torch.Tensor]) -> torch.Tensor:
+    """`_torch_ref` with queries in chunks: the [B, H, chunk, N] scores of one chunk at a time."""
+    batch, n_heads, n = x["q"].shape[:3]
+    chunk = reference_chunk(batch * n_heads * n)
+    outputs = [_attend_rows(trial, x, start, min(start + chunk, n)) for start in range(0, n, chunk)]
+    return torch.cat(outputs, dim=2)  # [B, H, N, D]
 
 
 class DynamicallyComposableAttention(Variant):
@@ -62,6 +91,9 @@ class DynamicallyComposableAttention(Variant):
     param_defaults = {"rank": 2}
     kv_heads = "n_heads"
     implementations = {("torch-ref", "prefill"): _torch_ref}
+
+    def reference(self, trial: Trial, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        return _chunked_reference(trial, inputs)
 
     def validate_params(self, params: dict) -> None:
         if params["rank"] < 1:

@@ -8,12 +8,9 @@ import torch
 import torch.nn.functional as F
 
 from workloads.backends import load_kernels
-from workloads.reference import attention
+from workloads.reference import attention, reference_chunk
 from workloads.trial import Trial
 from workloads.variants.base import Cost, InputSpec, TokenInput, Variant, dtype_size, mean_keys_per_query
-
-# Queries per chunk in the high-precision reference: bounds its [.., chunk, N] score tensor.
-REFERENCE_QUERY_CHUNK = 1024
 
 
 def phase_attention(trial: Trial, x: dict[str, torch.Tensor], **kwargs) -> torch.Tensor:
@@ -25,6 +22,13 @@ def phase_attention(trial: Trial, x: dict[str, torch.Tensor], **kwargs) -> torch
             x["q"][:, :, None], x["k_cache"], x["v_cache"], kv_lengths=x["cache_seqlens"], **kwargs
         )
     return attention(x["q"], x["k"], x["v"], causal=trial.causal, **kwargs)
+
+
+def reference_query_chunk(trial: Trial, x: dict[str, torch.Tensor]) -> int:
+    """Queries per chunk of a chunked reference over the phase's inputs (`phase_attention`): its scores
+    [B, H, chunk, Nk] hold at most REFERENCE_CHUNK_ELEMENTS."""
+    keys = x["k_cache"] if trial.phase == "decode" else x["k"]  # [B, G, Nk, D]
+    return reference_chunk(keys.shape[0] * x["q"].shape[1] * keys.shape[2])
 
 
 def _torch_ref(trial: Trial, x: dict[str, torch.Tensor], query_chunk: int | None = None) -> torch.Tensor:
@@ -69,7 +73,7 @@ class GroupedQueryAttention(Variant):
 
     def reference(self, trial: Trial, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         # The torch-ref math, with queries in chunks so long sequences fit in memory.
-        return _torch_ref(trial, inputs, query_chunk=REFERENCE_QUERY_CHUNK)
+        return _torch_ref(trial, inputs, query_chunk=reference_query_chunk(trial, inputs))
 
     def cost(self, trial: Trial) -> Cost:
         return grouped_attention_cost(trial, self.n_params(trial))

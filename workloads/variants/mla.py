@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from workloads.backends import load_kernels
-from workloads.reference import attention
+from workloads.reference import attention, reference_chunk
 from workloads.trial import Trial
 from workloads.variants.base import (
     Cost,
@@ -63,14 +63,32 @@ def _up_project_output(x: dict[str, torch.Tensor], o_latent: torch.Tensor) -> to
     return torch.einsum("bhc,hdc->bhd", o_latent, x["w_uv"])  # [B, H, d_c] -> [B, H, d_h]
 
 
-def _torch_ref(trial: Trial, x: dict[str, torch.Tensor]) -> torch.Tensor:
+def _torch_ref(trial: Trial, x: dict[str, torch.Tensor], query_chunk: int | None = None) -> torch.Tensor:
     """The up-projected math in both phases (the reference)."""
     if trial.phase == "decode":
         keys, values = _up_projected(trial, x, x["kv_latent_cache"])
         out = attention(x["q"][:, :, None], keys, values, scale=_scale(trial), kv_lengths=x["cache_seqlens"])
         return out[:, :, 0]
     keys, values = _up_projected(trial, x, x["kv_latent"])
-    return attention(x["q"], keys, values, causal=trial.causal, scale=_scale(trial))
+    return attention(x["q"], keys, values, causal=trial.causal, scale=_scale(trial), query_chunk=query_chunk)
+
+
+def _chunked_reference(trial: Trial, x: dict[str, torch.Tensor]) -> torch.Tensor:
+    """`_torch_ref` over chunks of query heads (heads are independent: each chunk up-projects the keys
+    and values of its own heads only), with queries in chunks in prefill: the same math, its up-projected
+    keys [B, h, N, d_h + d_R], values and scores [B, h, chunk, N] bounded by REFERENCE_CHUNK_ELEMENTS."""
+    d_h, _, d_r = _dims(trial)
+    latent = x["kv_latent_cache"] if trial.phase == "decode" else x["kv_latent"]  # [B, 1, N, d_c + d_R]
+    batch, n_keys = latent.shape[0], latent.shape[2]
+    n_heads = x["q"].shape[1]
+    head_chunk = reference_chunk(batch * n_keys * (2 * d_h + d_r))  # keys and values of one head
+    outputs = []
+    for start in range(0, n_heads, head_chunk):
+        heads = slice(start, start + head_chunk)
+        part = {**x, "q": x["q"][:, heads], "w_uk": x["w_uk"][heads], "w_uv": x["w_uv"][heads]}
+        query_chunk = reference_chunk(batch * part["q"].shape[1] * n_keys)
+        outputs.append(_torch_ref(trial, part, query_chunk))  # [B, h, N, d_h] or decode [B, h, d_h]
+    return torch.cat(outputs, dim=1)
 
 
 def _torch_sdpa(trial: Trial, x: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -118,6 +136,9 @@ class MultiHeadLatentAttention(Variant):
         for key in ("latent_dim", "rope_dim"):
             if params[key] < 1:
                 raise ValueError(f"{key}: {params[key]} must be at least 1")
+
+    def reference(self, trial: Trial, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        return _chunked_reference(trial, inputs)
 
     def kernel_head_dims(self, trial: Trial) -> tuple[int, int]:
         d_h, d_c, d_r = _dims(trial)

@@ -13,27 +13,42 @@ import torch
 import torch.nn.functional as F
 
 from workloads.backends import load_kernels
-from workloads.reference import attention
+from workloads.reference import attention, reference_chunk
 from workloads.trial import Trial
 from workloads.variants.base import Cost, InputSpec, InvalidPoint, Variant, dtype_size
 from workloads.variants.gqa import grouped_attention_cost, qkv_specs
 
 
 @torch.no_grad()
+def block_means(k: torch.Tensor, block_size: int) -> torch.Tensor:
+    """Mean key of each block, in float32: k [B, G, Nk, D] -> [B, G, n_blocks, D]. The last block may be
+    partial: its mean is over its keys."""
+    batch, n_kv_heads, n_k, d = k.shape
+    n_blocks = math.ceil(n_k / block_size)
+    padded = F.pad(k.float(), (0, 0, 0, n_blocks * block_size - n_k))  # [B, G, nb·bs, D]
+    counts = torch.clamp(n_k - torch.arange(n_blocks, device=k.device) * block_size, max=block_size)
+    return padded.view(batch, n_kv_heads, n_blocks, block_size, d).sum(3) / counts[:, None]
+
+
+@torch.no_grad()
 def select_blocks(
-    q: torch.Tensor, k: torch.Tensor, block_size: int, top_k: int, query_positions: torch.Tensor | None = None
+    q: torch.Tensor,
+    k: torch.Tensor,
+    block_size: int,
+    top_k: int,
+    query_positions: torch.Tensor | None = None,
+    means: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Blocks each query attends to: bool [B, Hq, Nq, n_blocks].
 
     q [B, Hq, Nq, D], k [B, Hkv, Nk, D]; query_positions [Nq] (default: the last Nq positions of Nk,
-    as in prefill (Nq = Nk) and decode (Nq = 1)). The last block may be partial: its mean is over its keys.
+    as in prefill (Nq = Nk) and decode (Nq = 1)); means: `block_means(k, block_size)` when the caller
+    has them already (a chunked reference selects for one chunk of queries at a time).
     """
     batch, n_q_heads, n_q, d = q.shape
     n_kv_heads, n_k = k.shape[1], k.shape[2]
-    n_blocks = math.ceil(n_k / block_size)
-    padded = F.pad(k.float(), (0, 0, 0, n_blocks * block_size - n_k))  # [B, G, nb·bs, D]
-    counts = torch.clamp(n_k - torch.arange(n_blocks, device=k.device) * block_size, max=block_size)
-    means = padded.view(batch, n_kv_heads, n_blocks, block_size, d).sum(3) / counts[:, None]  # [B, G, nb, D]
+    means = block_means(k, block_size) if means is None else means  # [B, G, nb, D]
+    n_blocks = means.shape[2]
     grouped = q.float().view(batch, n_kv_heads, n_q_heads // n_kv_heads, n_q, d)
     gates = (grouped @ means[:, :, None].transpose(-1, -2)).view(batch, n_q_heads, n_q, n_blocks)
     if query_positions is None:
@@ -63,6 +78,26 @@ def _torch_ref(trial: Trial, x: dict[str, torch.Tensor]) -> torch.Tensor:
         return attention(q, k, v, mask=mask, kv_lengths=x["cache_seqlens"])[:, :, 0]
     mask = _key_mask(_selection(trial, x["q"], x["k"]), trial.param_dict["block_size"], x["k"].shape[2])
     return attention(x["q"], x["k"], x["v"], causal=True, mask=mask)
+
+
+def _chunked_prefill(trial: Trial, x: dict[str, torch.Tensor]) -> torch.Tensor:
+    """`_torch_ref`'s prefill with queries in chunks: each chunk selects its blocks and attends under its
+    own key mask [B, H, n, N], so no N×N mask or score tensor exists. Causality is part of that mask:
+    `attention` would align a chunk's queries to the last keys."""
+    q, k, v = x["q"], x["k"], x["v"]  # [B, H, N, D], [B, G, N, D], [B, G, N, D]
+    block_size, top_k = trial.param_dict["block_size"], trial.param_dict["top_k"]
+    batch, n_heads, n = q.shape[:3]
+    means = block_means(k, block_size)  # [B, G, n_blocks, D], once for every chunk
+    key_pos = torch.arange(n, device=q.device)  # [N]
+    chunk = reference_chunk(batch * n_heads * n)
+    outputs = []
+    for start in range(0, n, chunk):
+        rows = torch.arange(start, min(start + chunk, n), device=q.device)  # [n]
+        q_rows = q[:, :, start : start + chunk]  # [B, H, n, D]
+        selected = select_blocks(q_rows, k, block_size, top_k, query_positions=rows, means=means)
+        mask = _key_mask(selected, block_size, n) & (key_pos[None, :] <= rows[:, None])  # [B, H, n, N]
+        outputs.append(attention(q_rows, k, v, mask=mask))  # [B, H, n, D]
+    return torch.cat(outputs, dim=2)
 
 
 def _torch_sdpa(trial: Trial, x: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -116,6 +151,12 @@ class MixtureOfBlockAttention(Variant):
 
     def input_specs(self, trial: Trial) -> list[InputSpec]:
         return qkv_specs(trial)
+
+    def reference(self, trial: Trial, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        # The torch-ref math; prefill with queries in chunks so long sequences fit in memory.
+        if trial.phase == "decode":
+            return _torch_ref(trial, inputs)
+        return _chunked_prefill(trial, inputs)
 
     def cost(self, trial: Trial) -> Cost:
         params = trial.param_dict

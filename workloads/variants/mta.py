@@ -20,6 +20,7 @@ softmax, the head mixing and P'·v. Prefill only: decode would need the last c_q
 import torch
 import torch.nn.functional as F
 
+from workloads.reference import reference_chunk
 from workloads.trial import Trial
 from workloads.variants.base import Cost, InputSpec, InvalidPoint, Variant, Weight
 from workloads.variants.gqa import grouped_attention_cost, qkv_specs
@@ -57,12 +58,31 @@ def _torch_ref(trial: Trial, x: dict[str, torch.Tensor]) -> torch.Tensor:
     return mixed.reshape(batch, n_heads, n, n).to(x["v"].dtype) @ x["v"]
 
 
+def _chunked_reference(trial: Trial, x: dict[str, torch.Tensor]) -> torch.Tensor:
+    """`_torch_ref` over chunks of whole head groups: the convolution is per head and the mixing within a
+    group of `head_group` heads, so each chunk's [B, h, N, N] scores are the same math. A chunk holds as
+    many groups as REFERENCE_CHUNK_ELEMENTS allows, at least one."""
+    batch, n_heads, n = x["q"].shape[:3]
+    group = trial.param_dict["head_group"]
+    heads = group * reference_chunk(batch * group * n * n)  # query heads per chunk
+    outputs = []
+    for start in range(0, n_heads, heads):
+        part = {name: x[name][:, start : start + heads] for name in ("q", "k", "v")}  # [B, h, N, D]
+        part["score_kernel"] = x["score_kernel"][start : start + heads]  # [h, c_q, c_k]
+        part["head_mix"] = x["head_mix"][start // group : (start + heads) // group]  # [h / g, g, g]
+        outputs.append(_torch_ref(trial, part))
+    return torch.cat(outputs, dim=1)  # [B, H, N, D]
+
+
 class MultiTokenAttention(Variant):
     name = "mta"
     summary = "multi-token attention: per-head 2-D convolution of the scores over (query, key), head mixing"
     param_defaults = {"query_kernel": 6, "key_kernel": 11, "head_group": 2}
     kv_heads = "n_heads"
     implementations = {("torch-ref", "prefill"): _torch_ref}
+
+    def reference(self, trial: Trial, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        return _chunked_reference(trial, inputs)
 
     def validate_params(self, params: dict) -> None:
         for key in ("query_kernel", "key_kernel", "head_group"):
