@@ -10,7 +10,8 @@ block may have (227 KiB). `make test` checks a subset of these (tests/kernels/te
     .venv/bin/python benchmarks/kernel_resources.py                 # every case
     .venv/bin/python benchmarks/kernel_resources.py 'decode/*'      # some cases (fnmatch patterns)
 
-Keeps the table and the rows in results/aot-sm<arch>/kernel_resources-<timestamp>.{md,json}.
+Keeps the table and the rows in results/aot-sm<arch>/kernel_resources-<timestamp>.{md,json}. Compiles
+into an empty Triton cache, so `compile s` is each launch's compile time on this machine's CPU.
 """
 
 import argparse
@@ -20,11 +21,15 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 # Compiled, never interpreted; FP fusion on, as Triton <= 3.9 (and the GPU image's 3.6) default to.
+# An empty kernel cache, so that every launch is compiled here and `compile s` is what a first call
+# on a GPU host pays (Triton's cache would otherwise answer from an earlier run).
 os.environ.pop("TRITON_INTERPRET", None)
 os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
+os.environ["TRITON_CACHE_DIR"] = tempfile.mkdtemp(prefix="kernel-resources-")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
