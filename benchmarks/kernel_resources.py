@@ -10,8 +10,8 @@ block may have (227 KiB). `make test` checks a subset of these (tests/kernels/te
     .venv/bin/python benchmarks/kernel_resources.py                 # every case
     .venv/bin/python benchmarks/kernel_resources.py 'decode/*'      # some cases (fnmatch patterns)
 
-Keeps the table and the rows in results/aot-sm<arch>/kernel_resources-<timestamp>.{md,json}. Compiles
-into an empty Triton cache, so `compile s` is each launch's compile time on this machine's CPU.
+Keeps the table and the rows in results/aot-sm<arch>/kernel_resources-triton<version>-<timestamp>.{md,json}.
+Compiles into an empty Triton cache, so `compile s` is each launch's compile time on this machine's CPU.
 """
 
 import argparse
@@ -72,11 +72,11 @@ def main() -> int:
 
     out_dir = args.out or ROOT / "benchmarks" / "results" / f"aot-sm{args.arch}"
     out_dir.mkdir(parents=True, exist_ok=True)
-    stem = out_dir / f"kernel_resources-{started:%Y%m%d-%H%M%S}"
-    stem.with_suffix(".md").write_text(table)
+    stem = f"kernel_resources-triton{triton.__version__}-{started:%Y%m%d-%H%M%S}"
+    (out_dir / f"{stem}.md").write_text(table)
     records = [{**dataclasses.asdict(r), "problems": r.problems()} for r in rows]
-    stem.with_suffix(".json").write_text(json.dumps(records, indent=1) + "\n")
-    print(f"kept {stem.relative_to(ROOT) if stem.is_relative_to(ROOT) else stem}.{{md,json}}")
+    (out_dir / f"{stem}.json").write_text(json.dumps(records, indent=1) + "\n")
+    print(f"kept {out_dir / stem}.{{md,json}}")
     return 1 if failing else 0
 
 
