@@ -98,8 +98,8 @@ def test_the_check_catches_an_oversized_launch():
     code = """
 import dataclasses, json
 from kernels.aot import kernel_resources
-from kernels.aot_cases import prefill
-(launch,) = prefill(256, causal=False)
+from kernels.aot_cases import Shape, prefill
+(launch,) = prefill(Shape(256, causal=False))
 constexprs = {**launch.constexprs, "BLOCK_M": 256, "BLOCK_N": 128}
 big = dataclasses.replace(launch, constexprs=constexprs, num_stages=4)
 print(json.dumps(kernel_resources("oversized", big).problems()))
