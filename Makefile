@@ -21,8 +21,10 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/attnsweep run sweep=smoke
 
+# Two workers: the tests that start services (Ray, clusters, servers, CLI runs) run in one, one after
+# the other; the kernel, workload and analysis tests fill the other (tests/conftest.py).
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadgroup
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -18,13 +18,21 @@ os.environ["ATTNSWEEP_PLUGINS"] = "tests.fault_variant"
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")]))
 
 
+# Tests that start services (Ray, clusters, MLflow servers, whole CLI runs and scripts) or time
+# subprocesses run one after the other in one pytest-xdist worker (`-n 2 --dist loadgroup`, as
+# `make test` runs): one local Ray instance per session, and no two of them racing for the same CPUs.
+# The kernel, workload and analysis tests fill the other worker.
+SERVICE_TESTS = ("orchestrator", "cluster", "benchmarks")
+
+
 def pytest_collection_modifyitems(config, items):
-    if HAS_CUDA:
-        return
     skip_gpu = pytest.mark.skip(reason="needs a CUDA GPU")
     for item in items:
-        if "gpu" in item.keywords:
+        if not HAS_CUDA and "gpu" in item.keywords:
             item.add_marker(skip_gpu)
+        package = Path(item.path).resolve().relative_to(Path(ROOT) / "tests").parts[0]
+        if package in SERVICE_TESTS:
+            item.add_marker(pytest.mark.xdist_group("services"))
 
 
 @pytest.fixture(scope="session")
