@@ -174,6 +174,17 @@ def check_out(fn: str, out: object, shape: tuple[int, ...], dtype: torch.dtype, 
         raise ValueError(f"{fn}: out is on {out.device}, expected {device}")
 
 
+def output_buffer(
+    fn: str, out: torch.Tensor | None, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device
+) -> torch.Tensor:
+    """The caller's `out` once it matches (`check_out`), else a new uninitialised tensor: the kernels
+    write every element of their output."""
+    if out is None:
+        return torch.empty(shape, dtype=dtype, device=device)
+    check_out(fn, out, shape, dtype, device)
+    return out
+
+
 def check_scale(fn: str, scale: object) -> None:
     if scale is None:
         return

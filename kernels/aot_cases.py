@@ -18,7 +18,7 @@ import torch
 from kernels._common import Launch
 from kernels.decode_attention.kernel import decode_launches
 from kernels.flash_attention.backward import backward_launches
-from kernels.flash_attention.kernel import forward_launch
+from kernels.flash_attention.forward import forward_launch
 from kernels.moba_attention.kernel import moba_launch
 from kernels.moh_attention.kernel import moh_launch
 

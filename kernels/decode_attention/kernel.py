@@ -19,6 +19,7 @@ splits divide that numbering, so the middle of the cache is never read.
 
 import functools
 import math
+from typing import NamedTuple
 
 import torch
 import triton
@@ -31,7 +32,6 @@ from kernels._common import (
     check_devices,
     check_dim,
     check_float_dtypes,
-    check_out,
     check_positive,
     check_rank,
     check_scale,
@@ -41,6 +41,7 @@ from kernels._common import (
     is_interpreted,
     load_tile,
     online_softmax_update,
+    output_buffer,
     upcast_dot,
 )
 
@@ -301,6 +302,31 @@ def _window_mode(window: int | torch.Tensor | None) -> int:
     return WINDOW_SCALAR if window is not None and window > 0 else WINDOW_NONE
 
 
+class DecodeTiles(NamedTuple):
+    """How stage 1 cuts its work: column chunks of q and K (see `head_dim_chunks`), V's padded
+    width, BLOCK_H query heads × BLOCK_N keys per step, warps, stages, and head blocks per KV head."""
+
+    block_dk: int
+    block_dk_tail: int
+    block_dv: int
+    block_h: int
+    block_n: int
+    num_warps: int
+    num_stages: int
+    head_blocks: int
+
+
+def decode_tiles(group: int, head_dim_k: int, head_dim_v: int, dtype: torch.dtype) -> DecodeTiles:
+    """Stage 1's tiles for `group` query heads per KV head (`block_config` picks them)."""
+    block_dk, block_dk_tail = head_dim_chunks(head_dim_k)
+    block_dv = triton.next_power_of_2(head_dim_v)
+    block_h, block_n, num_warps, num_stages = block_config(group, block_dk + block_dk_tail, block_dv, dtype)
+    head_blocks = triton.cdiv(group, block_h)
+    return DecodeTiles(
+        block_dk, block_dk_tail, block_dv, block_h, block_n, num_warps, num_stages, head_blocks
+    )
+
+
 def decode_launches(
     q: torch.Tensor,
     k_cache: torch.Tensor,
@@ -324,73 +350,86 @@ def decode_launches(
     """
     batch, n_q_heads, head_dim_k = q.shape
     n_kv_heads, max_len, head_dim_v = k_cache.shape[1], k_cache.shape[2], v_cache.shape[3]
-    dtype = q.dtype
+    tiles = decode_tiles(n_q_heads // n_kv_heads, head_dim_k, head_dim_v, q.dtype)
     window_mode = _window_mode(window)
     # Beyond L_max a window or sink changes nothing; clamping keeps both within int32.
     sink = min(sink, max_len)
     window_size = min(window, max_len) if window_mode == WINDOW_SCALAR else 0
-    # The longest visible range known on the host; a per-head window may include retrieval heads.
-    max_visible = min(max_len, sink + window_size) if window_mode == WINDOW_SCALAR else max_len
-
-    group = n_q_heads // n_kv_heads
-    block_dk, block_dk_tail = head_dim_chunks(head_dim_k)
-    block_dv = triton.next_power_of_2(head_dim_v)
-    block_h, block_n, num_warps, num_stages = block_config(group, block_dk + block_dk_tail, block_dv, dtype)
-    head_blocks = triton.cdiv(group, block_h)
     if num_splits is None:
-        num_splits = default_num_splits(batch * n_kv_heads * head_blocks, max_visible, block_n, num_sms)
-    scale = 1.0 / math.sqrt(head_dim_k) if scale is None else float(scale)
-    windows = window if window_mode == WINDOW_PER_HEAD else cache_seqlens  # a placeholder when unread
-
+        # The longest visible range known on the host; a per-head window may include retrieval heads.
+        max_visible = min(max_len, sink + window_size) if window_mode == WINDOW_SCALAR else max_len
+        programs_per_split = batch * n_kv_heads * tiles.head_blocks
+        num_splits = default_num_splits(programs_per_split, max_visible, tiles.block_n, num_sms)
     out_part = torch.empty(batch, n_q_heads, num_splits, head_dim_v, dtype=torch.float32, device=q.device)
     lse_part = torch.empty(batch, n_q_heads, num_splits, dtype=torch.float32, device=q.device)
-    split_args = (
+    split_kv = _split_kv_launch(
+        q, k_cache, v_cache, cache_seqlens, window, out_part, lse_part, tiles,
+        window_mode=window_mode, window_size=window_size, sink=sink, scale=scale, v_from_k=v_from_k,
+    )  # fmt: skip
+    return [split_kv, _combine_launch(out_part, lse_part, out, tiles.block_dv)]
+
+
+def _split_kv_launch(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    cache_seqlens: torch.Tensor,
+    window: int | torch.Tensor | None,
+    out_part: torch.Tensor,
+    lse_part: torch.Tensor,
+    tiles: DecodeTiles,
+    *,
+    window_mode: int,
+    window_size: int,
+    sink: int,
+    scale: float | None,
+    v_from_k: bool,
+) -> Launch:
+    """Stage 1: one program per (batch · KV head, split, head block), into out_part
+    [B, Hq, splits, Dv] and lse_part [B, Hq, splits] (fp32)."""
+    batch, n_q_heads, head_dim_k = q.shape
+    n_kv_heads, max_len, head_dim_v = k_cache.shape[1], k_cache.shape[2], v_cache.shape[3]
+    num_splits = out_part.shape[2]
+    scale = 1.0 / math.sqrt(head_dim_k) if scale is None else float(scale)
+    windows = window if window_mode == WINDOW_PER_HEAD else cache_seqlens  # a placeholder when unread
+    args = (
         q, k_cache, v_cache, cache_seqlens, windows, out_part, lse_part,
         *q.stride(), *k_cache.stride(), *v_cache.stride(), cache_seqlens.stride(0), windows.stride(0),
         *out_part.stride(), *lse_part.stride(),
         n_kv_heads, max_len, num_splits, window_size, sink, scale * LOG2_E,
     )  # fmt: skip
-    split_constexprs = {
-        "GROUP": group,
-        "HEAD_BLOCKS": head_blocks,
+    constexprs = {
+        "GROUP": n_q_heads // n_kv_heads,
+        "HEAD_BLOCKS": tiles.head_blocks,
         "HEAD_DIM_K": head_dim_k,
         "HEAD_DIM_V": head_dim_v,
-        "BLOCK_H": block_h,
-        "BLOCK_N": block_n,
-        "BLOCK_DK": block_dk,
-        "BLOCK_DK_TAIL": block_dk_tail,
-        "BLOCK_DV": block_dv,
-        "V_FROM_K": v_from_k and block_dv == block_dk,
+        "BLOCK_H": tiles.block_h,
+        "BLOCK_N": tiles.block_n,
+        "BLOCK_DK": tiles.block_dk,
+        "BLOCK_DK_TAIL": tiles.block_dk_tail,
+        "BLOCK_DV": tiles.block_dv,
+        "V_FROM_K": v_from_k and tiles.block_dv == tiles.block_dk,
         "WINDOW_MODE": window_mode,
-        "DOT_PRECISION": dot_precision(dtype),
-        "UPCAST_DOT": upcast_dot(dtype),
+        "DOT_PRECISION": dot_precision(q.dtype),
+        "UPCAST_DOT": upcast_dot(q.dtype),
     }
-    split_grid = (batch * n_kv_heads * num_splits * head_blocks,)
-    combine_args = (
-        out_part,
-        lse_part,
-        out,
-        *out_part.stride(),
-        *lse_part.stride(),
-        *out.stride(),
-        num_splits,
-    )
-    combine_constexprs = {
+    grid = (batch * n_kv_heads * num_splits * tiles.head_blocks,)
+    return Launch(_decode_split_kv, grid, args, constexprs, tiles.num_warps, tiles.num_stages)
+
+
+def _combine_launch(
+    out_part: torch.Tensor, lse_part: torch.Tensor, out: torch.Tensor, block_dv: int
+) -> Launch:
+    """Stage 2: one program per (batch, query head) merges its splits into out [B, Hq, Dv]."""
+    batch, n_q_heads, num_splits, head_dim_v = out_part.shape
+    args = (out_part, lse_part, out, *out_part.stride(), *lse_part.stride(), *out.stride(), num_splits)
+    constexprs = {
         "HEAD_DIM": head_dim_v,
         "BLOCK_S": min(triton.next_power_of_2(num_splits), 16),
         "BLOCK_D": block_dv,
     }
-    return [
-        Launch(_decode_split_kv, split_grid, split_args, split_constexprs, num_warps, num_stages),
-        Launch(
-            _decode_combine_splits,
-            (batch, n_q_heads),
-            combine_args,
-            combine_constexprs,
-            num_warps=4 if block_dv >= 128 else 2,
-            num_stages=3,
-        ),
-    ]
+    num_warps = 4 if block_dv >= 128 else 2
+    return Launch(_decode_combine_splits, (batch, n_q_heads), args, constexprs, num_warps, num_stages=3)
 
 
 def decode_attention(
@@ -426,13 +465,34 @@ def decode_attention(
     `out` [B, Hq, Dv] (q's dtype and device), when given, is written and returned.
     Returns o [B, Hq, Dv] in q's dtype.
     """
+    device = _check_decode_inputs(q, k_cache, v_cache, cache_seqlens)
+    _check_decode_options(scale, window, sink, num_splits, n_kv_heads=k_cache.shape[1], device=device)
+    out = output_buffer("decode_attention", out, (*q.shape[:2], v_cache.shape[3]), q.dtype, device)
+    v_from_k = (
+        v_cache.data_ptr() == k_cache.data_ptr()
+        and v_cache.stride() == k_cache.stride()
+        and v_cache.shape[3] <= k_cache.shape[3]
+    )
+    num_sms = 1 if is_interpreted() else _sm_count(device.index if device.index is not None else 0)
+    launches = decode_launches(
+        q, k_cache, v_cache, cache_seqlens, window, out,
+        scale=scale, sink=sink, num_splits=num_splits, v_from_k=v_from_k, num_sms=num_sms,
+    )  # fmt: skip
+    for launch in launches:
+        launch.run()
+    return out
+
+
+def _check_decode_inputs(q: object, k_cache: object, v_cache: object, cache_seqlens: object) -> torch.device:
+    """decode_attention's tensors are well formed (else a ValueError says which is not): ranks,
+    matching dims, non-empty, head dims, dtypes, one device, which is returned."""
     fn = "decode_attention"
     check_rank(fn, "q", q, "[B, Hq, Dk]")
     check_rank(fn, "k_cache", k_cache, "[B, Hkv, L_max, Dk]")
     check_rank(fn, "v_cache", v_cache, "[B, Hkv, L_max, Dv]")
     check_rank(fn, "cache_seqlens", cache_seqlens, "[B]")
     batch, n_q_heads, head_dim_k = q.shape
-    n_kv_heads, max_len, head_dim_v = k_cache.shape[1], k_cache.shape[2], v_cache.shape[3]
+    n_kv_heads, max_len = k_cache.shape[1], k_cache.shape[2]
     for name, tensor in (("k_cache", k_cache), ("v_cache", v_cache)):
         check_dim(fn, name, "batch", tensor.shape[0], "q", batch)
     check_dim(fn, "k_cache", "head_dim", k_cache.shape[3], "q", head_dim_k)
@@ -446,35 +506,22 @@ def decode_attention(
             f"{fn}: q has {n_q_heads} heads, not a multiple of the {n_kv_heads} heads of k_cache and v_cache"
         )
     _check_head_dim(fn, "q", head_dim_k, MAX_HEAD_DIM_K)
-    _check_head_dim(fn, "v_cache", head_dim_v, MAX_HEAD_DIM_V)
-    dtype = check_float_dtypes(fn, {"q": q, "k_cache": k_cache, "v_cache": v_cache})
+    _check_head_dim(fn, "v_cache", v_cache.shape[3], MAX_HEAD_DIM_V)
+    check_float_dtypes(fn, {"q": q, "k_cache": k_cache, "v_cache": v_cache})
     if cache_seqlens.dtype != torch.int32:
         raise ValueError(f"{fn}: cache_seqlens has dtype {cache_seqlens.dtype}, expected torch.int32")
-    device = check_devices(
-        fn, {"q": q, "k_cache": k_cache, "v_cache": v_cache, "cache_seqlens": cache_seqlens}
-    )
+    tensors = {"q": q, "k_cache": k_cache, "v_cache": v_cache, "cache_seqlens": cache_seqlens}
+    return check_devices(fn, tensors)
+
+
+def _check_decode_options(
+    scale: object, window: object, sink: object, num_splits: object, *, n_kv_heads: int, device: torch.device
+) -> None:
+    """decode_attention's keyword arguments but `out` are well formed (else a ValueError)."""
+    fn = "decode_attention"
     check_scale(fn, scale)
     check_window_sink(fn, window, sink, n_kv_heads, "k_cache", device)
     if num_splits is not None and (
         isinstance(num_splits, bool) or not isinstance(num_splits, int) or num_splits < 1
     ):
         raise ValueError(f"{fn}: num_splits must be an int >= 1 or None, got {num_splits!r}")
-    out_shape = (batch, n_q_heads, head_dim_v)
-    if out is None:
-        out = torch.empty(out_shape, dtype=dtype, device=device)
-    else:
-        check_out(fn, out, out_shape, dtype, device)
-
-    v_from_k = (
-        v_cache.data_ptr() == k_cache.data_ptr()
-        and v_cache.stride() == k_cache.stride()
-        and head_dim_v <= head_dim_k
-    )
-    num_sms = 1 if is_interpreted() else _sm_count(device.index if device.index is not None else 0)
-    launches = decode_launches(
-        q, k_cache, v_cache, cache_seqlens, window, out,
-        scale=scale, sink=sink, num_splits=num_splits, v_from_k=v_from_k, num_sms=num_sms,
-    )  # fmt: skip
-    for launch in launches:
-        launch.run()
-    return out

@@ -1,4 +1,5 @@
-"""FlashAttention-2 style backward, GQA-aware, and autograd through the forward kernel.
+"""FlashAttention-2 style backward kernels and their launches, GQA-aware. The public entry point that
+checks inputs and runs them (and autograd through forward and backward) is in `interface`.
 
 Three launches recompute the attention probabilities from the forward's log-sum-exp instead of
 storing them (no [Nq, Nk] tensor):
@@ -19,24 +20,17 @@ from typing import NamedTuple
 import torch
 import triton
 import triton.language as tl
-from torch.autograd.function import once_differentiable
 
 from kernels._common import (
     LOG2_E,
     Launch,
     batch_and_heads,
-    check_devices,
-    check_float_dtypes,
-    check_qk_v,
-    check_rank,
-    check_scale,
     dot,
     dot_precision,
     is_interpreted,
     load_tile,
     upcast_dot,
 )
-from kernels.flash_attention.kernel import flash_attention
 
 LOG2_E_IN_KERNEL = tl.constexpr(LOG2_E)  # a module global a kernel reads must be a constexpr
 
@@ -343,143 +337,59 @@ def backward_launches(
     batch, n_q_heads, n_q, head_dim_qk = q.shape
     n_kv_heads, n_k, head_dim_v = k.shape[1], k.shape[2], v.shape[3]
     scale = 1.0 / math.sqrt(head_dim_qk) if scale is None else float(scale)
+    delta = torch.empty(batch, n_q_heads, n_q, dtype=torch.float32, device=q.device)  # rowsum(dO ∘ O)
+    lse2 = torch.empty_like(delta)  # lse · log2(e), +inf where lse = -inf
     dkdv_tiles, dq_tiles = backward_block_config(head_dim_qk, head_dim_v, q.dtype)
-    head_dims = {
+    shared = _gradient_constexprs(q, k, v, causal)
+    # Both gradient kernels take q, k, v, dO, lse2 and delta first, then their outputs, then strides.
+    inputs = (q, k, v, grad_out, lse2, delta)
+    input_strides = (*q.stride(), *k.stride(), *v.stride(), *grad_out.stride())
+    dkdv = Launch(
+        _attention_bwd_dkdv,
+        (triton.cdiv(n_k, dkdv_tiles.block_n), batch * n_kv_heads),
+        (*inputs, dk, dv, *input_strides, *dk.stride(), *dv.stride(),
+         n_q_heads, n_kv_heads, n_q, n_k, scale * LOG2_E, scale),
+        {"BLOCK_M": dkdv_tiles.block_m, "BLOCK_N": dkdv_tiles.block_n, **shared},
+        dkdv_tiles.num_warps,
+        dkdv_tiles.num_stages,
+    )  # fmt: skip
+    dq_launch = Launch(
+        _attention_bwd_dq,
+        (triton.cdiv(n_q, dq_tiles.block_m), batch * n_q_heads),
+        (*inputs, dq, *input_strides, *dq.stride(), n_q_heads, n_q, n_k, scale * LOG2_E, scale),
+        {"BLOCK_M": dq_tiles.block_m, "BLOCK_N": dq_tiles.block_n, **shared},
+        dq_tiles.num_warps,
+        dq_tiles.num_stages,
+    )
+    return [_preprocess_launch(grad_out, out, lse, delta, lse2), dkdv, dq_launch]
+
+
+def _preprocess_launch(
+    grad_out: torch.Tensor, out: torch.Tensor, lse: torch.Tensor, delta: torch.Tensor, lse2: torch.Tensor
+) -> Launch:
+    """delta = rowsum(dO ∘ O) and lse2 = lse · log2(e) into the scratch rows [B, Hq, Nq]."""
+    batch, n_q_heads, n_q, head_dim_v = out.shape
+    block_m = 32 if is_interpreted() else 64
+    return Launch(
+        _attention_bwd_preprocess,
+        (triton.cdiv(n_q, block_m), batch * n_q_heads),
+        (out, grad_out, lse, delta, lse2, *out.stride(), *grad_out.stride(), *lse.stride(), n_q_heads, n_q),
+        {"HEAD_DIM_V": head_dim_v, "BLOCK_M": block_m, "BLOCK_DV": triton.next_power_of_2(head_dim_v)},
+        num_warps=4,
+        num_stages=3,
+    )
+
+
+def _gradient_constexprs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool) -> dict:
+    """The compile-time constants the dK/dV and dQ kernels share (all but their tiles)."""
+    head_dim_qk, head_dim_v = q.shape[3], v.shape[3]
+    return {
+        "GROUP": q.shape[1] // k.shape[1],
+        "CAUSAL": bool(causal),
+        "DOT_PRECISION": dot_precision(q.dtype),
+        "UPCAST_DOT": upcast_dot(q.dtype),
         "HEAD_DIM_QK": head_dim_qk,
         "HEAD_DIM_V": head_dim_v,
         "BLOCK_DK": triton.next_power_of_2(head_dim_qk),
         "BLOCK_DV": triton.next_power_of_2(head_dim_v),
     }
-    shared = {
-        "GROUP": n_q_heads // n_kv_heads,
-        "CAUSAL": bool(causal),
-        "DOT_PRECISION": dot_precision(q.dtype),
-        "UPCAST_DOT": upcast_dot(q.dtype),
-        **head_dims,
-    }
-    delta = torch.empty(batch, n_q_heads, n_q, dtype=torch.float32, device=q.device)  # rowsum(dO ∘ O)
-    lse2 = torch.empty_like(delta)  # lse · log2(e), +inf where lse = -inf
-    preprocess_block_m = 32 if is_interpreted() else 64
-    preprocess = Launch(
-        _attention_bwd_preprocess,
-        (triton.cdiv(n_q, preprocess_block_m), batch * n_q_heads),
-        (out, grad_out, lse, delta, lse2, *out.stride(), *grad_out.stride(), *lse.stride(), n_q_heads, n_q),
-        {"HEAD_DIM_V": head_dim_v, "BLOCK_M": preprocess_block_m, "BLOCK_DV": head_dims["BLOCK_DV"]},
-        num_warps=4,
-        num_stages=3,
-    )
-    input_strides = (*q.stride(), *k.stride(), *v.stride(), *grad_out.stride())
-    dkdv_args = (q, k, v, grad_out, lse2, delta, dk, dv, *input_strides, *dk.stride(), *dv.stride())
-    dkdv = Launch(
-        _attention_bwd_dkdv,
-        (triton.cdiv(n_k, dkdv_tiles.block_n), batch * n_kv_heads),
-        (*dkdv_args, n_q_heads, n_kv_heads, n_q, n_k, scale * LOG2_E, scale),
-        {"BLOCK_M": dkdv_tiles.block_m, "BLOCK_N": dkdv_tiles.block_n, **shared},
-        dkdv_tiles.num_warps,
-        dkdv_tiles.num_stages,
-    )
-    dq_args = (q, k, v, grad_out, lse2, delta, dq, *input_strides, *dq.stride())
-    dq_launch = Launch(
-        _attention_bwd_dq,
-        (triton.cdiv(n_q, dq_tiles.block_m), batch * n_q_heads),
-        (*dq_args, n_q_heads, n_q, n_k, scale * LOG2_E, scale),
-        {"BLOCK_M": dq_tiles.block_m, "BLOCK_N": dq_tiles.block_n, **shared},
-        dq_tiles.num_warps,
-        dq_tiles.num_stages,
-    )
-    return [preprocess, dkdv, dq_launch]
-
-
-def _check_shape(fn: str, name: str, tensor: object, layout: str, expected: tuple[int, ...]) -> None:
-    check_rank(fn, name, tensor, layout)
-    if tuple(tensor.shape) != expected:
-        raise ValueError(f"{fn}: {name} has shape {tuple(tensor.shape)}, expected {expected} {layout}")
-
-
-def flash_attention_backward(
-    grad_out: torch.Tensor,
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    out: torch.Tensor,
-    lse: torch.Tensor,
-    *,
-    causal: bool = False,
-    scale: float | None = None,
-    dq: torch.Tensor | None = None,
-    dk: torch.Tensor | None = None,
-    dv: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Gradients of o = softmax(q kᵀ · scale) v with respect to q, k and v.
-
-    q [B, Hq, Nq, Dqk], k [B, Hkv, Nk, Dqk], v [B, Hkv, Nk, Dv] as given to `flash_attention`
-    (Hq % Hkv == 0; Dqk and Dv in 16..256, may differ); out and grad_out [B, Hq, Nq, Dv]: the
-    forward's output and the gradient of the loss with respect to it; lse float32 [B, Hq, Nq]: the
-    forward's natural-log logsumexp of the scaled scores over the visible keys (-inf for a row that
-    sees none). q, k, v, out, grad_out share one dtype (float32, float16, bfloat16) and device;
-    any strides. `causal` (bottom-right aligned) and `scale` (default 1/sqrt(Dqk)) must be the
-    forward's. A row with lse = -inf contributes nothing and gets dq = 0. dq, dk, dv, when given
-    (shape, dtype and device of q, k, v), are written and returned.
-    Returns (dq, dk, dv) in the inputs' dtype; dk and dv summed over the query heads of each KV head.
-    """
-    fn = "flash_attention_backward"
-    batch, n_q_heads, n_q, _, _, _, head_dim_v = check_qk_v(fn, q, k, v)
-    out_shape = (batch, n_q_heads, n_q, head_dim_v)
-    _check_shape(fn, "out", out, "[B, Hq, Nq, Dv]", out_shape)
-    _check_shape(fn, "grad_out", grad_out, "[B, Hq, Nq, Dv]", out_shape)
-    _check_shape(fn, "lse", lse, "[B, Hq, Nq]", out_shape[:3])
-    buffers = {
-        "dq": (dq, q, "[B, Hq, Nq, Dqk]"),
-        "dk": (dk, k, "[B, Hkv, Nk, Dqk]"),
-        "dv": (dv, v, "[B, Hkv, Nk, Dv]"),
-    }
-    for name, (buffer, like, layout) in buffers.items():
-        if buffer is not None:
-            _check_shape(fn, name, buffer, layout, tuple(like.shape))
-    given = {name: buffer for name, (buffer, _, _) in buffers.items() if buffer is not None}
-    dtype = check_float_dtypes(fn, {"q": q, "out": out, "grad_out": grad_out, **given})
-    if lse.dtype != torch.float32:
-        raise ValueError(f"{fn}: lse has dtype {lse.dtype}, expected torch.float32")
-    device = check_devices(
-        fn, {"q": q, "k": k, "v": v, "out": out, "grad_out": grad_out, "lse": lse, **given}
-    )
-    check_scale(fn, scale)
-    dq, dk, dv = (
-        torch.empty(like.shape, dtype=dtype, device=device) if buffer is None else buffer
-        for buffer, like, _ in buffers.values()
-    )
-
-    for launch in backward_launches(grad_out, q, k, v, out, lse, dq, dk, dv, causal=causal, scale=scale):
-        launch.run()
-    return dq, dk, dv
-
-
-class FlashAttentionFunction(torch.autograd.Function):
-    """Autograd through `flash_attention`: the forward keeps q, k, v, out and the log-sum-exp
-    (O(N) extra memory); the backward recomputes the probabilities from them."""
-
-    @staticmethod
-    def forward(ctx, q, k, v, causal, scale):
-        out, lse = flash_attention(q, k, v, causal=causal, scale=scale, return_lse=True)
-        ctx.save_for_backward(q, k, v, out, lse)
-        ctx.causal = causal
-        ctx.scale = scale
-        return out
-
-    @staticmethod
-    @once_differentiable  # the backward kernels have no backward of their own
-    def backward(ctx, grad_out):
-        q, k, v, out, lse = ctx.saved_tensors
-        dq, dk, dv = flash_attention_backward(grad_out, q, k, v, out, lse, causal=ctx.causal, scale=ctx.scale)
-        return dq, dk, dv, None, None
-
-
-def flash_attention_with_grad(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool = False, scale: float | None = None
-) -> torch.Tensor:
-    """`flash_attention(q, k, v, causal=causal, scale=scale)` that autograd can differentiate.
-
-    Same shapes and semantics as the forward (v may have its own head dim Dv: o is [B, Hq, Nq, Dv]);
-    sliding window, sinks and other weightings have no backward and are not offered here.
-    """
-    return FlashAttentionFunction.apply(q, k, v, causal, scale)

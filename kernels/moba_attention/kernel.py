@@ -23,7 +23,6 @@ from kernels._common import (
     batch_and_heads,
     check_devices,
     check_dim,
-    check_out,
     check_qkv,
     check_rank,
     check_scale,
@@ -32,6 +31,7 @@ from kernels._common import (
     is_interpreted,
     load_tile,
     online_softmax_update,
+    output_buffer,
     upcast_dot,
 )
 
@@ -298,9 +298,19 @@ def moba_attention(
     that is not a multiple of BLOCK_N pads each block's last one (below 16, most of each
     sub-tile is padding). Host-side preparation: O(B·Hq·N·n_blocks) memory and time, never [N, N].
     """
+    device = _check_moba_inputs(q, k, v, block_mask, block_size, scale)
+    out = output_buffer("moba_attention", out, tuple(q.shape), q.dtype, device)
+    moba_launch(q, k, v, block_mask, out, block_size=block_size, scale=scale).run()
+    return out
+
+
+def _check_moba_inputs(
+    q: object, k: object, v: object, block_mask: object, block_size: object, scale: object
+) -> torch.device:
+    """moba_attention's arguments but `out` are well formed (else a ValueError says which is not);
+    returns the inputs' device."""
     fn = "moba_attention"
-    batch, n_q_heads, seq_len, head_dim, n_kv_heads, _ = check_qkv(fn, q, k, v, self_attention=True)
-    dtype = q.dtype
+    seq_len = check_qkv(fn, q, k, v, self_attention=True)[2]
     if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
         raise ValueError(f"{fn}: block_size must be an int >= 1, got {block_size!r}")
     n_blocks = triton.cdiv(seq_len, block_size)
@@ -316,10 +326,4 @@ def moba_attention(
         )
     device = check_devices(fn, {"q": q, "k": k, "v": v, "block_mask": block_mask})
     check_scale(fn, scale)
-    if out is None:
-        out = torch.empty(q.shape, dtype=dtype, device=device)
-    else:
-        check_out(fn, out, tuple(q.shape), dtype, device)
-
-    moba_launch(q, k, v, block_mask, out, block_size=block_size, scale=scale).run()
-    return out
+    return device

@@ -19,7 +19,6 @@ from kernels._common import (
     Launch,
     check_devices,
     check_dim,
-    check_out,
     check_qkv,
     check_rank,
     check_scale,
@@ -27,9 +26,10 @@ from kernels._common import (
     dot_precision,
     load_tile,
     online_softmax_update,
+    output_buffer,
     upcast_dot,
 )
-from kernels.flash_attention import block_config
+from kernels.flash_attention.forward import block_config
 
 
 @triton.jit
@@ -242,8 +242,17 @@ def moh_attention(
     Each active tile reads its KV head's K/V once (heads of a GQA group have different active
     sets, so their tiles do not share loads).
     """
+    device = _check_moh_inputs(q, k, v, gates, scale)
+    out = output_buffer("moh_attention", out, tuple(q.shape), q.dtype, device)
+    moh_launch(q, k, v, gates, out, causal=causal, scale=scale).run()
+    return out
+
+
+def _check_moh_inputs(q: object, k: object, v: object, gates: object, scale: object) -> torch.device:
+    """moh_attention's arguments but `out` are well formed (else a ValueError says which is not);
+    returns the inputs' device."""
     fn = "moh_attention"
-    batch, n_q_heads, n_q, head_dim, n_kv_heads, n_k = check_qkv(fn, q, k, v)
+    batch, n_q_heads, n_q = check_qkv(fn, q, k, v)[:3]
     check_rank(fn, "gates", gates, "[B, Nq, H]")
     check_dim(fn, "gates", "batch", gates.shape[0], "q", batch)
     check_dim(fn, "gates", "seq_len", gates.shape[1], "q", n_q)
@@ -253,11 +262,4 @@ def moh_attention(
         raise ValueError(f"{fn}: gates has dtype {gates.dtype}, expected one of {supported}")
     device = check_devices(fn, {"q": q, "k": k, "v": v, "gates": gates})
     check_scale(fn, scale)
-    dtype = q.dtype
-    if out is None:
-        out = torch.empty(q.shape, dtype=dtype, device=device)
-    else:
-        check_out(fn, out, tuple(q.shape), dtype, device)
-
-    moh_launch(q, k, v, gates, out, causal=causal, scale=scale).run()
-    return out
+    return device

@@ -2,40 +2,24 @@
 Dk = d_c + d_R and Dv = d_c, V a strided view of the cache's first d_c columns, the explicit MLA
 scale; plus Dk != Dv with separate V caches and GQA, and the validation of head dims and out."""
 
-import math
-
 import pytest
 import torch
 
 from kernels import decode_attention
 from tests.helpers import assert_close, random_tensor
-from tests.kernels.test_decode_attention import (
+from tests.kernels.cases import (
+    DECODE_SPLITS,
     FP32_REL_TOL,
     GPU_REL_TOL,
     HALF_REL_TOL,
-    SPLITS,
-    make_inputs,
-    per_head_window,
+    decode_reference,
+    mla_decode_inputs,
+    mla_scale,
     poison_invisible,
-    reference,
-    run_into_nan,
+    run_decode_into_nan,
 )
+from tests.kernels.invalid_inputs import MLA_INVALID
 from workloads.reference import attention
-
-
-def make_mla_inputs(n_heads, latent_dim, rope_dim, max_len, lengths, *, dtype, device, seed=0):
-    """q [B, H, d_c + d_R], kv_cache [B, 1, L_max, d_c + d_R], v = kv_cache[..., :d_c] (a view),
-    cache_seqlens int32 [B]."""
-    q, kv_cache, _, cache_seqlens = make_inputs(
-        n_heads, 1, max_len, latent_dim + rope_dim, lengths, dtype=dtype, device=device, seed=seed
-    )
-    return q, kv_cache, kv_cache[..., :latent_dim], cache_seqlens
-
-
-def mla_scale(head_dim, rope_dim):
-    """MLA's softmax scale: 1/sqrt(d_h + d_R), not 1/sqrt(Dk) = 1/sqrt(d_c + d_R)."""
-    return 1.0 / math.sqrt(head_dim + rope_dim)
-
 
 # (H, d_c, d_R, L_max, cache_seqlens). Interpreted blocks: 16 heads, 16 keys; Dk = 80 is read as
 # 64 + 16 columns and Dk = 48 as 32 + 16; H = 40 spans three head blocks, the last one partial.
@@ -46,18 +30,18 @@ MLA_SHAPES = [
 ]
 
 
-@pytest.mark.parametrize("num_splits", SPLITS)
+@pytest.mark.parametrize("num_splits", DECODE_SPLITS)
 @pytest.mark.parametrize("shape", MLA_SHAPES)
 def test_decode_attention_mla_matches_reference(shape, num_splits, device):
     n_heads, latent_dim, rope_dim, max_len, lengths = shape
-    q, kv_cache, v_cache, seqlens = make_mla_inputs(
+    q, kv_cache, v_cache, seqlens = mla_decode_inputs(
         n_heads, latent_dim, rope_dim, max_len, lengths, dtype=torch.float32, device=device
     )
     assert v_cache.data_ptr() == kv_cache.data_ptr() and not v_cache.is_contiguous()
     scale = mla_scale(32, rope_dim)
-    out = run_into_nan(q, kv_cache, v_cache, seqlens, scale=scale, num_splits=num_splits)
+    out = run_decode_into_nan(q, kv_cache, v_cache, seqlens, scale=scale, num_splits=num_splits)
     assert out.shape == (len(lengths), n_heads, latent_dim)
-    assert_close(out, reference(q, kv_cache, v_cache, seqlens, scale=scale), rel_tol=FP32_REL_TOL)
+    assert_close(out, decode_reference(q, kv_cache, v_cache, seqlens, scale=scale), rel_tol=FP32_REL_TOL)
 
 
 def test_decode_attention_mla_transposed_cache_layout(device):
@@ -70,8 +54,8 @@ def test_decode_attention_mla_transposed_cache_layout(device):
     q = wide_q[..., latent_dim + rope_dim :]
     seqlens = torch.tensor([40, 17, 2], dtype=torch.int32, device=device)
     scale = mla_scale(48, rope_dim)
-    out = run_into_nan(q, kv_cache, kv_cache[..., :latent_dim], seqlens, scale=scale, num_splits=2)
-    ref = reference(q, kv_cache, kv_cache[..., :latent_dim], seqlens, scale=scale)
+    out = run_decode_into_nan(q, kv_cache, kv_cache[..., :latent_dim], seqlens, scale=scale, num_splits=2)
+    ref = decode_reference(q, kv_cache, kv_cache[..., :latent_dim], seqlens, scale=scale)
     assert_close(out, ref, rel_tol=FP32_REL_TOL)
 
 
@@ -92,88 +76,48 @@ def test_decode_attention_separate_v_head_dim(shape, device):
     k_cache = random_tensor(batch, n_kv_heads, max_len, head_dim_k, device=device, generator=generator)
     v_cache = random_tensor(batch, n_kv_heads, max_len, head_dim_v, device=device, generator=generator)
     seqlens = torch.tensor(lengths, dtype=torch.int32, device=device)
-    out = run_into_nan(q, k_cache, v_cache, seqlens, num_splits=2)
-    assert_close(out, reference(q, k_cache, v_cache, seqlens), rel_tol=FP32_REL_TOL)
+    out = run_decode_into_nan(q, k_cache, v_cache, seqlens, num_splits=2)
+    assert_close(out, decode_reference(q, k_cache, v_cache, seqlens), rel_tol=FP32_REL_TOL)
 
 
 def test_decode_attention_v_view_not_at_column_zero(device):
     """V = the cache's last columns: a view of the same memory that is not K's prefix."""
-    q, kv_cache, _, seqlens = make_mla_inputs(16, 64, 16, 33, [33, 8], dtype=torch.float32, device=device)
+    q, kv_cache, _, seqlens = mla_decode_inputs(16, 64, 16, 33, [33, 8], dtype=torch.float32, device=device)
     v_cache = kv_cache[..., 16:]
-    out = run_into_nan(q, kv_cache, v_cache, seqlens, scale=0.1, num_splits=2)
-    assert_close(out, reference(q, kv_cache, v_cache, seqlens, scale=0.1), rel_tol=FP32_REL_TOL)
+    out = run_decode_into_nan(q, kv_cache, v_cache, seqlens, scale=0.1, num_splits=2)
+    assert_close(out, decode_reference(q, kv_cache, v_cache, seqlens, scale=0.1), rel_tol=FP32_REL_TOL)
 
 
 @pytest.mark.parametrize("window, sink", [(6, 0), (12, 4)], ids=["window6", "window12-sink4"])
 def test_decode_attention_mla_streaming(window, sink, device):
     """A window and sink on the latent cache; rows nobody sees hold NaN."""
-    q, kv_cache, _, seqlens = make_mla_inputs(16, 64, 16, 45, [45, 20, 3], dtype=torch.float32, device=device)
+    q, kv_cache, _, seqlens = mla_decode_inputs(
+        16, 64, 16, 45, [45, 20, 3], dtype=torch.float32, device=device
+    )
     kv_poisoned, _ = poison_invisible(kv_cache, kv_cache, seqlens, window, sink)
     scale = mla_scale(32, 16)
-    out = run_into_nan(
+    out = run_decode_into_nan(
         q, kv_poisoned, kv_poisoned[..., :64], seqlens, scale=scale, window=window, sink=sink, num_splits=2
     )
-    ref = reference(q, kv_cache, kv_cache[..., :64], seqlens, scale=scale, window=window, sink=sink)
+    ref = decode_reference(q, kv_cache, kv_cache[..., :64], seqlens, scale=scale, window=window, sink=sink)
     assert_close(out, ref, rel_tol=FP32_REL_TOL)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
 def test_decode_attention_mla_half_precision(dtype, device):
-    q, kv_cache, v_cache, seqlens = make_mla_inputs(16, 64, 16, 45, [45, 30, 1], dtype=dtype, device=device)
+    q, kv_cache, v_cache, seqlens = mla_decode_inputs(16, 64, 16, 45, [45, 30, 1], dtype=dtype, device=device)
     scale = mla_scale(32, 16)
-    out = run_into_nan(q, kv_cache, v_cache, seqlens, scale=scale, num_splits=3)
-    assert_close(out, reference(q, kv_cache, v_cache, seqlens, scale=scale), rel_tol=HALF_REL_TOL[dtype])
+    out = run_decode_into_nan(q, kv_cache, v_cache, seqlens, scale=scale, num_splits=3)
+    assert_close(
+        out, decode_reference(q, kv_cache, v_cache, seqlens, scale=scale), rel_tol=HALF_REL_TOL[dtype]
+    )
 
 
-def _mla_call(device, **kwargs):
-    """A valid small MLA call (Dk = 48, Dv = 32) with some arguments replaced."""
-    q, kv_cache, v_cache, seqlens = make_mla_inputs(16, 32, 16, 8, [8, 3], dtype=torch.float32, device=device)
-    args = {"q": q, "k_cache": kv_cache, "v_cache": v_cache, "cache_seqlens": seqlens}
-    args.update({key: value(args) for key, value in kwargs.items()})
-    return args
-
-
-INVALID = [
-    pytest.param(
-        {"out": lambda a: torch.empty(2, 16, 48, device=a["q"].device)},
-        r"out has shape \(2, 16, 48\), expected \(2, 16, 32\)",
-        id="out-has-dk-not-dv",
-    ),
-    pytest.param(
-        {"v_cache": lambda a: torch.randn(2, 1, 8, 600, device=a["q"].device)},
-        "v_cache head_dim 600 is outside the supported 16..512",
-        id="dv-600",
-    ),
-    pytest.param(
-        {"v_cache": lambda a: a["k_cache"][..., :8]},
-        "v_cache head_dim 8 is outside the supported 16..512",
-        id="dv-8",
-    ),
-    pytest.param(
-        {"k_cache": lambda a: torch.randn(2, 1, 8, 64, device=a["q"].device)},
-        "k_cache has head_dim 64 but q has 48",
-        id="k-cache-dk-mismatch",
-    ),
-    pytest.param(
-        {"v_cache": lambda a: torch.randn(2, 1, 9, 32, device=a["q"].device)},
-        "v_cache has L_max 9 but k_cache has 8",
-        id="v-cache-lmax",
-    ),
-    pytest.param(
-        {"window": lambda a: per_head_window([4, 4], a["q"].device)},
-        "window has heads 2 but k_cache has 1",
-        id="window-heads",
-    ),
-]
-
-
-@pytest.mark.parametrize("replaced, message", INVALID)
-def test_decode_attention_mla_rejects_invalid_input(replaced, message, device):
-    args = _mla_call(device, **replaced)
+@pytest.mark.parametrize("build, message", MLA_INVALID)
+def test_decode_attention_mla_rejects_invalid_input(build, message, device):
+    (q, kv_cache, v_cache, seqlens), kwargs = build(device)
     with pytest.raises(ValueError, match=message):
-        decode_attention(
-            args.pop("q"), args.pop("k_cache"), args.pop("v_cache"), args.pop("cache_seqlens"), **args
-        )
+        decode_attention(q, kv_cache, v_cache, seqlens, **kwargs)
 
 
 @pytest.mark.gpu
@@ -184,9 +128,9 @@ def test_decode_attention_gpu_mla(num_splits, dtype):
     1/sqrt(128 + 64), against a float32 GPU reference."""
     generator = torch.Generator().manual_seed(0)
     lengths = [1, 4096, 2049, 77] + torch.randint(1, 4097, (2,), generator=generator).tolist()
-    q, kv_cache, v_cache, seqlens = make_mla_inputs(128, 512, 64, 4096, lengths, dtype=dtype, device="cuda")
+    q, kv_cache, v_cache, seqlens = mla_decode_inputs(128, 512, 64, 4096, lengths, dtype=dtype, device="cuda")
     scale = mla_scale(128, 64)
-    out = run_into_nan(q, kv_cache, v_cache, seqlens, scale=scale, num_splits=num_splits)
+    out = run_decode_into_nan(q, kv_cache, v_cache, seqlens, scale=scale, num_splits=num_splits)
     ref = attention(
         q[:, :, None].float(), kv_cache.float(), v_cache.float(), kv_lengths=seqlens, scale=scale
     )[:, :, 0]
@@ -198,10 +142,12 @@ def test_decode_attention_gpu_mla(num_splits, dtype):
 def test_decode_attention_gpu_mla_streaming(dtype):
     """MLA sizes with a 256-key window and a 128-key sink on an 8k latent cache; invisible rows NaN."""
     lengths = [8192, 5000, 300, 1]
-    q, kv_cache, _, seqlens = make_mla_inputs(128, 512, 64, 8192, lengths, dtype=dtype, device="cuda")
+    q, kv_cache, _, seqlens = mla_decode_inputs(128, 512, 64, 8192, lengths, dtype=dtype, device="cuda")
     kv_poisoned, _ = poison_invisible(kv_cache, kv_cache, seqlens, 256, 128)
     scale = mla_scale(128, 64)
-    out = run_into_nan(q, kv_poisoned, kv_poisoned[..., :512], seqlens, scale=scale, window=256, sink=128)
+    out = run_decode_into_nan(
+        q, kv_poisoned, kv_poisoned[..., :512], seqlens, scale=scale, window=256, sink=128
+    )
     ref = attention(
         q[:, :, None].float(),
         kv_cache.float(),

@@ -7,37 +7,14 @@ import pytest
 import torch
 
 import kernels
-from kernels.flash_attention.backward import (
-    backward_block_config,
-    flash_attention_backward,
-    flash_attention_with_grad,
-)
+from kernels.flash_attention import flash_attention_backward, flash_attention_with_grad
+from kernels.flash_attention.backward import backward_block_config
 from tests.helpers import assert_close, random_tensor
-from tests.kernels.invalid_inputs import replacing, with_kwargs
+from tests.kernels.cases import BACKWARD_HALF_REL_TOL, FP32_REL_TOL, GPU_REL_TOL, backward_inputs
+from tests.kernels.invalid_inputs import BACKWARD_INVALID
 from workloads.reference import attention
 
-FP32_REL_TOL = 1e-5
-# Measured under the interpreter over every shape of this file in fp16 and bf16, 3 seeds, kernel
-# alone and end to end: fp16 <= 3.6e-4, bf16 <= 7.4e-3 (fp32 <= 4.4e-7).
-# (The interpreter truncates fp32 -> bf16 where a GPU rounds to nearest, so bf16 reads high here.)
-HALF_REL_TOL = {torch.float16: 5e-4, torch.bfloat16: 1e-2}
-# Not yet measured on a GPU: the forward's bounds (DESIGN.md §4) until a GPU session records real numbers.
-GPU_REL_TOL = {torch.float16: 2e-3, torch.bfloat16: 1.5e-2}
 GRAD_NAMES = ("dq", "dk", "dv")
-
-
-def make_inputs(batch, n_q_heads, n_kv_heads, n_q, n_k, head_dim_qk, head_dim_v, *, dtype, device, seed=0):
-    """q [B, Hq, Nq, Dqk], k [B, Hkv, Nk, Dqk], v [B, Hkv, Nk, Dv], grad_out [B, Hq, Nq, Dv]."""
-    generator = torch.Generator().manual_seed(seed)
-
-    def draw(*shape):
-        return random_tensor(*shape, dtype=dtype, device=device, generator=generator)
-
-    q = draw(batch, n_q_heads, n_q, head_dim_qk)
-    k = draw(batch, n_kv_heads, n_k, head_dim_qk)
-    v = draw(batch, n_kv_heads, n_k, head_dim_v)
-    grad_out = draw(batch, n_q_heads, n_q, head_dim_v)
-    return q, k, v, grad_out
 
 
 def reference(q, k, v, grad_out, **kwargs):
@@ -93,7 +70,7 @@ FP32_SHAPES = [
 @pytest.mark.parametrize("shape", FP32_SHAPES)
 def test_flash_attention_backward_fp32_matches_reference(shape, device):
     batch, n_q_heads, n_kv_heads, n_q, n_k, head_dim_qk, head_dim_v, causal = shape
-    inputs = make_inputs(
+    inputs = backward_inputs(
         batch, n_q_heads, n_kv_heads, n_q, n_k, head_dim_qk, head_dim_v, dtype=torch.float32, device=device
     )
     grads, expected = run_backward_into_nan(*inputs, causal=causal)
@@ -109,7 +86,7 @@ def test_flash_attention_backward_causal_diagonal_at_every_key_offset(device):
     assert dkdv_tiles.block_n % period == 0 and dq_tiles.block_m % period == 0
     n_q = dq_tiles.block_m + 3
     for n_k in range(n_q - period // 2, n_q + period // 2 + 1):
-        inputs = make_inputs(1, 2, 1, n_q, n_k, 16, 16, dtype=torch.float32, device=device, seed=n_k)
+        inputs = backward_inputs(1, 2, 1, n_q, n_k, 16, 16, dtype=torch.float32, device=device, seed=n_k)
         grads, expected = run_backward_into_nan(*inputs, causal=True)
         assert_grads_close(grads, expected, rel_tol=FP32_REL_TOL, label=f"Nq={n_q} Nk={n_k}")
 
@@ -117,7 +94,7 @@ def test_flash_attention_backward_causal_diagonal_at_every_key_offset(device):
 def test_flash_attention_backward_rows_without_keys_get_zero_dq(device):
     """Causal with Nq > Nk: the first Nq - Nk queries see no key (lse = -inf): dq is exactly 0 and
     they add nothing to dk, dv."""
-    inputs = make_inputs(1, 2, 1, 40, 10, 32, 32, dtype=torch.float32, device=device)
+    inputs = backward_inputs(1, 2, 1, 40, 10, 32, 32, dtype=torch.float32, device=device)
     grads, expected = run_backward_into_nan(*inputs, causal=True)
     assert torch.all(grads["dq"][:, :, :30] == 0)
     assert_grads_close(grads, expected, rel_tol=FP32_REL_TOL)
@@ -125,7 +102,7 @@ def test_flash_attention_backward_rows_without_keys_get_zero_dq(device):
 
 @pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
 def test_flash_attention_backward_custom_scale(causal, device):
-    inputs = make_inputs(1, 4, 2, 37, 50, 48, 48, dtype=torch.float32, device=device)
+    inputs = backward_inputs(1, 4, 2, 37, 50, 48, 48, dtype=torch.float32, device=device)
     grads, expected = run_backward_into_nan(*inputs, causal=causal, scale=0.3)
     assert_grads_close(grads, expected, rel_tol=FP32_REL_TOL)
 
@@ -166,7 +143,7 @@ AUTOGRAD_SHAPES = [
 @pytest.mark.parametrize("shape", AUTOGRAD_SHAPES)
 def test_flash_attention_with_grad_fp32_matches_reference(shape, device):
     batch, n_q_heads, n_kv_heads, n_q, n_k, head_dim_qk, head_dim_v, causal = shape
-    q, k, v, grad_out = make_inputs(
+    q, k, v, grad_out = backward_inputs(
         batch, n_q_heads, n_kv_heads, n_q, n_k, head_dim_qk, head_dim_v, dtype=torch.float32, device=device
     )
     out, grads = grads_with_autograd(q, k, v, grad_out, causal=causal)
@@ -178,7 +155,7 @@ def test_flash_attention_with_grad_fp32_matches_reference(shape, device):
 def test_flash_attention_with_grad_sum_loss_and_partial_requires_grad(device):
     """loss = out.sum() hands the backward a stride-0 (expanded) grad_out; only k needs a
     gradient; a custom scale reaches both passes."""
-    q, k, v, _ = make_inputs(1, 4, 2, 37, 41, 32, 32, dtype=torch.float32, device=device)
+    q, k, v, _ = backward_inputs(1, 4, 2, 37, 41, 32, 32, dtype=torch.float32, device=device)
     k_leaf = k.clone().requires_grad_()
     flash_attention_with_grad(q, k_leaf, v, causal=True, scale=0.25).sum().backward()
     _, _, expected = reference(q, k, v, torch.ones(1, 4, 37, 32), causal=True, scale=0.25)
@@ -196,99 +173,18 @@ def test_flash_attention_with_grad_sum_loss_and_partial_requires_grad(device):
 def test_flash_attention_backward_half_precision(shape, dtype, device):
     """Kernel alone (reference out and lse) and end to end (the forward's), in the input dtype."""
     batch, n_q_heads, n_kv_heads, n_q, n_k, head_dim_qk, head_dim_v, causal = shape
-    inputs = make_inputs(
+    inputs = backward_inputs(
         batch, n_q_heads, n_kv_heads, n_q, n_k, head_dim_qk, head_dim_v, dtype=dtype, device=device
     )
     grads, expected = run_backward_into_nan(*inputs, causal=causal)
     assert all(grads[name].dtype == dtype for name in GRAD_NAMES)
-    assert_grads_close(grads, expected, rel_tol=HALF_REL_TOL[dtype], label="kernel")
+    assert_grads_close(grads, expected, rel_tol=BACKWARD_HALF_REL_TOL[dtype], label="kernel")
     _, grads = grads_with_autograd(*inputs, causal=causal)
     assert all(grads[name].dtype == dtype for name in GRAD_NAMES)
-    assert_grads_close(grads, expected, rel_tol=HALF_REL_TOL[dtype], label="autograd")
+    assert_grads_close(grads, expected, rel_tol=BACKWARD_HALF_REL_TOL[dtype], label="autograd")
 
 
-def _valid(device, dtype=torch.float32):
-    """(grad_out, q, k, v, out, lse) for Hq = 4, Hkv = 2, Nq = Nk = 8, Dqk = 32, Dv = 16."""
-    q, k, v, grad_out = make_inputs(1, 4, 2, 8, 8, 32, 16, dtype=dtype, device=device)
-    out = torch.zeros_like(grad_out)
-    lse = torch.zeros(1, 4, 8, device=device)
-    return grad_out, q, k, v, out, lse
-
-
-def _replace(index, tensor_fn):
-    """Valid inputs with grad_out, q, k, v, out or lse (index 0..5) replaced by tensor_fn(device)."""
-    return replacing(_valid, index, tensor_fn)
-
-
-def _with_kwargs(**kwargs):
-    return with_kwargs(_valid, **kwargs)
-
-
-INVALID = [
-    pytest.param(_replace(1, lambda d: torch.randn(4, 8, 32, device=d)), "q must have rank 4", id="q-rank3"),
-    pytest.param(
-        _replace(2, lambda d: torch.randn(1, 2, 8, 16, device=d)),
-        "k has head_dim 16 but q has 32",
-        id="k-head-dim",
-    ),
-    pytest.param(
-        _replace(3, lambda d: torch.randn(1, 2, 9, 16, device=d)),
-        "v has seq_len 9 but k has 8",
-        id="v-seq-len",
-    ),
-    pytest.param(
-        _replace(1, lambda d: torch.randn(1, 3, 8, 32, device=d)),
-        "q has 3 heads, not a multiple",
-        id="hq-not-multiple",
-    ),
-    pytest.param(
-        _replace(3, lambda d: torch.randn(1, 2, 8, 8, device=d)),
-        "v has head_dim 8, outside",
-        id="dv-too-small",
-    ),
-    pytest.param(
-        _replace(4, lambda d: torch.randn(1, 4, 8, 32, device=d)),
-        r"out has shape \(1, 4, 8, 32\), expected \(1, 4, 8, 16\)",
-        id="out-head-dim-not-dv",
-    ),
-    pytest.param(
-        _replace(0, lambda d: torch.randn(1, 4, 7, 16, device=d)), "grad_out has shape", id="grad-out-seq-len"
-    ),
-    pytest.param(
-        _replace(5, lambda d: torch.zeros(1, 4, 8, 1, device=d)), "lse must have rank 3", id="lse-rank"
-    ),
-    pytest.param(_replace(5, lambda d: torch.zeros(1, 2, 8, device=d)), "lse has shape", id="lse-heads"),
-    pytest.param(
-        _replace(5, lambda d: torch.zeros(1, 4, 8, device=d, dtype=torch.float64)),
-        "lse has dtype torch.float64, expected torch.float32",
-        id="lse-float64",
-    ),
-    pytest.param(
-        _replace(0, lambda d: torch.randn(1, 4, 8, 16, device=d).half()),
-        "grad_out has dtype torch.float16 but q has torch.float32",
-        id="grad-out-dtype",
-    ),
-    pytest.param(
-        _replace(4, lambda d: torch.randn(1, 4, 8, 16, device="meta")),
-        "out is on meta but q is on",
-        id="out-device",
-    ),
-    pytest.param(
-        lambda d: (_valid(d, torch.float64), {}), "q has dtype torch.float64, expected one of", id="float64"
-    ),
-    pytest.param(_with_kwargs(scale=float("inf")), "scale must be a finite float", id="scale-inf"),
-    pytest.param(
-        _with_kwargs(dk=lambda d: torch.empty(1, 2, 8, 16, device=d)), "dk has shape", id="dk-buffer-shape"
-    ),
-    pytest.param(
-        _with_kwargs(dv=lambda d: torch.empty(1, 2, 8, 16, device=d).half()),
-        "dv has dtype torch.float16 but q has torch.float32",
-        id="dv-buffer-dtype",
-    ),
-]
-
-
-@pytest.mark.parametrize("build, message", INVALID)
+@pytest.mark.parametrize("build, message", BACKWARD_INVALID)
 def test_flash_attention_backward_rejects_invalid_input(build, message, device):
     tensors, kwargs = build(device)
     with pytest.raises(ValueError, match=message):
@@ -296,7 +192,7 @@ def test_flash_attention_backward_rejects_invalid_input(build, message, device):
 
 
 def test_flash_attention_with_grad_validates_through_the_forward(device):
-    q, k, v, _ = make_inputs(1, 3, 2, 8, 8, 32, 32, dtype=torch.float32, device=device)
+    q, k, v, _ = backward_inputs(1, 3, 2, 8, 8, 32, 32, dtype=torch.float32, device=device)
     with pytest.raises(ValueError, match="q has 3 heads, not a multiple"):
         flash_attention_with_grad(q, k, v)
 
@@ -314,7 +210,9 @@ def test_flash_attention_with_grad_validates_through_the_forward(device):
 )
 def test_flash_attention_with_grad_gpu_realistic(n_q, n_k, head_dim_qk, head_dim_v, causal, dtype):
     """Compiled kernels at training shapes (H=16, Hkv=4) against float32 GPU autograd of the reference."""
-    q, k, v, grad_out = make_inputs(2, 16, 4, n_q, n_k, head_dim_qk, head_dim_v, dtype=dtype, device="cuda")
+    q, k, v, grad_out = backward_inputs(
+        2, 16, 4, n_q, n_k, head_dim_qk, head_dim_v, dtype=dtype, device="cuda"
+    )
     _, grads = grads_with_autograd(q, k, v, grad_out, causal=causal)
     leaves = [t.float().requires_grad_() for t in (q, k, v)]
     ref = attention(*leaves, causal=causal, query_chunk=256)
@@ -324,7 +222,7 @@ def test_flash_attention_with_grad_gpu_realistic(n_q, n_k, head_dim_qk, head_dim
 
 def test_exported_flash_attention_is_differentiable_and_refuses_what_has_no_backward():
     """kernels.flash_attention itself goes through the backward when an input requires grad."""
-    q, k, v, _ = make_inputs(1, 4, 2, 21, 21, 16, 16, dtype=torch.float32, device="cpu")
+    q, k, v, _ = backward_inputs(1, 4, 2, 21, 21, 16, 16, dtype=torch.float32, device="cpu")
     q, k, v = (t.requires_grad_() for t in (q, k, v))
     out = kernels.flash_attention(q, k, v, causal=True)
     out.sum().backward()

@@ -8,15 +8,15 @@ import torch
 
 from kernels.flash_attention import block_config
 from tests.helpers import assert_close
-from tests.kernels.test_flash_attention import (
+from tests.kernels.cases import (
     FP32_REL_TOL,
     GPU_LSE_REL_TOL,
     GPU_REL_TOL,
     HALF_REL_TOL,
     assert_lse_close,
-    make_inputs,
-    reference,
-    run_into_nan,
+    attention_inputs,
+    attention_reference,
+    run_flash_into_nan,
 )
 from workloads.reference import attention
 
@@ -46,12 +46,12 @@ WINDOW_SHAPES = [
 @pytest.mark.parametrize("shape", WINDOW_SHAPES)
 def test_flash_attention_window_sink_fp32(shape, device):
     batch, n_q_heads, n_kv_heads, n_q, n_k, head_dim, window, sink = shape
-    q, k, v = make_inputs(
+    q, k, v = attention_inputs(
         batch, n_q_heads, n_kv_heads, n_q, n_k, head_dim, dtype=torch.float32, device=device
     )
     kwargs = {"causal": True, "window": as_window(window, device), "sink": sink}
-    out, lse = run_into_nan(q, k, v, return_lse=True, **kwargs)
-    ref_out, ref_lse = reference(q, k, v, return_lse=True, **kwargs)
+    out, lse = run_flash_into_nan(q, k, v, return_lse=True, **kwargs)
+    ref_out, ref_lse = attention_reference(q, k, v, return_lse=True, **kwargs)
     assert_close(out, ref_out, rel_tol=FP32_REL_TOL)
     assert_lse_close(lse, ref_lse, rel_tol=FP32_REL_TOL)
 
@@ -65,10 +65,12 @@ def test_flash_attention_window_at_every_block_offset(sink_offset, device):
     windows = [1, 2, block_n - 1, block_n, block_n + 1, 2 * block_n - 1, 2 * block_n + 1, 0]
     sink = sink_offset % block_n
     n_q, n_k = block_m + 5, block_m + 2 * block_n + 3
-    q, k, v = make_inputs(1, 2 * len(windows), len(windows), n_q, n_k, 16, dtype=torch.float32, device=device)
+    q, k, v = attention_inputs(
+        1, 2 * len(windows), len(windows), n_q, n_k, 16, dtype=torch.float32, device=device
+    )
     kwargs = {"causal": True, "window": as_window(windows, device), "sink": sink}
-    out = run_into_nan(q, k, v, **kwargs)
-    assert_close(out, reference(q, k, v, **kwargs), rel_tol=FP32_REL_TOL, name=f"sink={sink}")
+    out = run_flash_into_nan(q, k, v, **kwargs)
+    assert_close(out, attention_reference(q, k, v, **kwargs), rel_tol=FP32_REL_TOL, name=f"sink={sink}")
 
 
 @pytest.mark.parametrize("weighting", ["softmax", "cog"])
@@ -78,22 +80,24 @@ def test_flash_attention_window_skips_hidden_key_blocks(weighting, device):
     still turn the output NaN, since 0 · NaN is NaN)."""
     block_m, block_n = block_config(16, torch.float32)[:2]
     n_q, n_k = block_m, block_m + 4 * block_n
-    q, k, v = make_inputs(2, 4, 2, n_q, n_k, 16, dtype=torch.float32, device=device)
+    q, k, v = attention_inputs(2, 4, 2, n_q, n_k, 16, dtype=torch.float32, device=device)
     kwargs = {"causal": True, "window": block_n // 2, "sink": 4, "weighting": weighting}
-    expected = reference(q, k, v, **kwargs)
+    expected = attention_reference(q, k, v, **kwargs)
     k[:, :, block_n : 3 * block_n] = float("nan")
     v[:, :, block_n : 3 * block_n] = float("nan")
-    assert_close(run_into_nan(q, k, v, **kwargs), expected, rel_tol=FP32_REL_TOL)
+    assert_close(run_flash_into_nan(q, k, v, **kwargs), expected, rel_tol=FP32_REL_TOL)
 
 
 def test_flash_attention_window_tensor_is_read_through_its_stride(device):
     """Per-head windows taken as every other entry of a longer tensor (a streaming head, then a
     retrieval head): entry 1 of the view is 0, where the memory next to entry 0 holds a window 2."""
-    q, k, v = make_inputs(1, 4, 2, 40, 50, 16, dtype=torch.float32, device=device)
+    q, k, v = attention_inputs(1, 4, 2, 40, 50, 16, dtype=torch.float32, device=device)
     window = torch.tensor([6, 2, 0, 2], dtype=torch.int32, device=device)[::2]
     assert not window.is_contiguous()
     kwargs = {"causal": True, "window": window, "sink": 3}
-    assert_close(run_into_nan(q, k, v, **kwargs), reference(q, k, v, **kwargs), rel_tol=FP32_REL_TOL)
+    assert_close(
+        run_flash_into_nan(q, k, v, **kwargs), attention_reference(q, k, v, **kwargs), rel_tol=FP32_REL_TOL
+    )
 
 
 # (batch, Hq, Hkv, Nq, Nk, d_qk, d_v), keyword arguments for weighting="cog"
@@ -117,25 +121,25 @@ COG_CASES = [
 @pytest.mark.parametrize("shape, kwargs", COG_CASES)
 def test_flash_attention_cog_fp32(shape, kwargs, device):
     batch, n_q_heads, n_kv_heads, n_q, n_k, head_dim, head_dim_v = shape
-    q, k, v = make_inputs(
+    q, k, v = attention_inputs(
         batch, n_q_heads, n_kv_heads, n_q, n_k, head_dim,
         head_dim_v=head_dim_v, dtype=torch.float32, device=device,
     )  # fmt: skip
     kwargs = {**kwargs, "weighting": "cog"}
     if "window" in kwargs:
         kwargs["window"] = as_window(kwargs["window"], device)
-    out = run_into_nan(q, k, v, **kwargs)
-    assert_close(out, reference(q, k, v, **kwargs), rel_tol=FP32_REL_TOL)
+    out = run_flash_into_nan(q, k, v, **kwargs)
+    assert_close(out, attention_reference(q, k, v, **kwargs), rel_tol=FP32_REL_TOL)
 
 
 def test_flash_attention_cog_zero_score_weighs_nothing(device):
     """Cog weights a key by sign(s): a query of zeros scores 0 on every key and outputs exactly 0
     (softmax would average V)."""
-    q, k, v = make_inputs(1, 2, 1, 20, 30, 32, dtype=torch.float32, device=device)
+    q, k, v = attention_inputs(1, 2, 1, 20, 30, 32, dtype=torch.float32, device=device)
     q[:, :, ::3] = 0.0
-    out = run_into_nan(q, k, v, causal=True, weighting="cog")
+    out = run_flash_into_nan(q, k, v, causal=True, weighting="cog")
     assert torch.all(out[:, :, ::3] == 0)
-    assert_close(out, reference(q, k, v, causal=True, weighting="cog"), rel_tol=FP32_REL_TOL)
+    assert_close(out, attention_reference(q, k, v, causal=True, weighting="cog"), rel_tol=FP32_REL_TOL)
 
 
 HALF_CASES = [
@@ -148,10 +152,10 @@ HALF_CASES = [
 @pytest.mark.parametrize("shape, kwargs", HALF_CASES)
 def test_flash_attention_window_cog_half_precision(shape, kwargs, dtype, device):
     batch, n_q_heads, n_kv_heads, n_q, n_k, head_dim = shape
-    q, k, v = make_inputs(batch, n_q_heads, n_kv_heads, n_q, n_k, head_dim, dtype=dtype, device=device)
+    q, k, v = attention_inputs(batch, n_q_heads, n_kv_heads, n_q, n_k, head_dim, dtype=dtype, device=device)
     kwargs = {**kwargs, "causal": True, "window": as_window(kwargs["window"], device)}
-    out = run_into_nan(q, k, v, **kwargs)
-    assert_close(out, reference(q, k, v, **kwargs), rel_tol=HALF_REL_TOL[dtype])
+    out = run_flash_into_nan(q, k, v, **kwargs)
+    assert_close(out, attention_reference(q, k, v, **kwargs), rel_tol=HALF_REL_TOL[dtype])
 
 
 @pytest.mark.gpu
@@ -159,10 +163,10 @@ def test_flash_attention_window_cog_half_precision(shape, kwargs, dtype, device)
 def test_flash_attention_gpu_streaming_heads(dtype):
     """DuoAttention at serving size: 32 query heads over 8 KV heads, half of them streaming
     (sink 128 + window 256), 4k causal; output and lse against a float32 GPU reference."""
-    q, k, v = make_inputs(2, 32, 8, 4096, 4096, 128, dtype=dtype, device="cuda")
+    q, k, v = attention_inputs(2, 32, 8, 4096, 4096, 128, dtype=dtype, device="cuda")
     window = torch.tensor([256, 0] * 4, dtype=torch.int32, device="cuda")
     kwargs = {"causal": True, "window": window, "sink": 128}
-    out, lse = run_into_nan(q, k, v, return_lse=True, **kwargs)
+    out, lse = run_flash_into_nan(q, k, v, return_lse=True, **kwargs)
     ref_out, ref_lse = attention(q.float(), k.float(), v.float(), query_chunk=256, return_lse=True, **kwargs)
     assert_close(out, ref_out, rel_tol=GPU_REL_TOL[dtype])
     assert_lse_close(lse, ref_lse.cpu(), rel_tol=GPU_LSE_REL_TOL)
@@ -173,8 +177,8 @@ def test_flash_attention_gpu_streaming_heads(dtype):
 @pytest.mark.parametrize("window", [None, 512], ids=["causal", "window512-sink4"])
 def test_flash_attention_gpu_cog(window, dtype):
     """Cog weighting compiled at 2k causal, GQA 4, against a float32 GPU reference."""
-    q, k, v = make_inputs(2, 16, 4, 2048, 2048, 128, dtype=dtype, device="cuda")
+    q, k, v = attention_inputs(2, 16, 4, 2048, 2048, 128, dtype=dtype, device="cuda")
     kwargs = {"causal": True, "window": window, "sink": 4, "weighting": "cog"}
-    out = run_into_nan(q, k, v, **kwargs)
+    out = run_flash_into_nan(q, k, v, **kwargs)
     ref = attention(q.float(), k.float(), v.float(), query_chunk=256, **kwargs)
     assert_close(out, ref, rel_tol=GPU_REL_TOL[dtype])

@@ -9,25 +9,10 @@ import torch
 
 from kernels.moba_attention import block_config, causal_selection, moba_attention, tile_block_indices
 from tests.helpers import assert_close, random_tensor
-from tests.kernels.invalid_inputs import replacing, with_kwargs
+from tests.kernels.cases import FP32_REL_TOL, GPU_REL_TOL, HALF_REL_TOL, attention_inputs
+from tests.kernels.invalid_inputs import MOBA_INVALID
 from workloads.reference import attention
 from workloads.variants.moba import select_blocks
-
-FP32_REL_TOL = 1e-5
-# Measured under the interpreter over the random, full, tile-shared and top-k masks of this file,
-# 3 seeds: fp16 <= 2.4e-4, bf16 <= 4.6e-3 (flash_attention's bounds, whose arithmetic this shares).
-HALF_REL_TOL = {torch.float16: 5e-4, torch.bfloat16: 8e-3}
-# Not yet measured on a GPU: DESIGN.md §4's typical bounds until a GPU session records real numbers.
-GPU_REL_TOL = {torch.float16: 2e-3, torch.bfloat16: 1.5e-2}
-
-
-def make_inputs(batch, n_q_heads, n_kv_heads, seq_len, head_dim, *, dtype, device, seed=0):
-    """q [B, Hq, N, D], k, v [B, Hkv, N, D], standard normal, contiguous."""
-    generator = torch.Generator().manual_seed(seed)
-    q = random_tensor(batch, n_q_heads, seq_len, head_dim, dtype=dtype, device=device, generator=generator)
-    k = random_tensor(batch, n_kv_heads, seq_len, head_dim, dtype=dtype, device=device, generator=generator)
-    v = random_tensor(batch, n_kv_heads, seq_len, head_dim, dtype=dtype, device=device, generator=generator)
-    return q, k, v
 
 
 def own_block(seq_len, n_blocks, block_size):
@@ -81,7 +66,9 @@ FP32_SHAPES = [
 @pytest.mark.parametrize("shape", FP32_SHAPES)
 def test_moba_attention_random_masks_fp32(shape, device):
     batch, n_q_heads, n_kv_heads, seq_len, head_dim, block_size, density = shape
-    q, k, v = make_inputs(batch, n_q_heads, n_kv_heads, seq_len, head_dim, dtype=torch.float32, device=device)
+    q, k, v = attention_inputs(
+        batch, n_q_heads, n_kv_heads, seq_len, seq_len, head_dim, dtype=torch.float32, device=device
+    )
     block_mask = random_block_mask(batch, n_q_heads, seq_len, block_size, density, device=device)
     out = run_into_nan(q, k, v, block_mask, block_size=block_size)
     assert_close(out, reference(q, k, v, block_mask, block_size), rel_tol=FP32_REL_TOL)
@@ -89,7 +76,7 @@ def test_moba_attention_random_masks_fp32(shape, device):
 
 @pytest.mark.parametrize("block_size", [16, 23, 48], ids=lambda s: f"bs{s}")
 def test_moba_attention_selecting_everything_is_causal_attention(block_size, device):
-    q, k, v = make_inputs(2, 4, 2, 75, 32, dtype=torch.float32, device=device)
+    q, k, v = attention_inputs(2, 4, 2, 75, 75, 32, dtype=torch.float32, device=device)
     n_blocks = -(-75 // block_size)
     block_mask = torch.ones(2, 4, 75, n_blocks, dtype=torch.bool, device=device)
     out = run_into_nan(q, k, v, block_mask, block_size=block_size)
@@ -103,7 +90,7 @@ def test_moba_attention_selections_shared_by_whole_tiles(block_size, device):
     partial ones and the diagonal, with the last sub-tile of a block padded when block_size is
     not a multiple of the kernel's BLOCK_N."""
     seq_len = 111
-    q, k, v = make_inputs(2, 4, 2, seq_len, 24, dtype=torch.float32, device=device, seed=4)
+    q, k, v = attention_inputs(2, 4, 2, seq_len, seq_len, 24, dtype=torch.float32, device=device, seed=4)
     n_blocks = -(-seq_len // block_size)
     selection = own_block(seq_len, n_blocks, block_size) | (torch.arange(n_blocks) % 2 == 0)
     block_mask = selection.expand(2, 4, -1, -1).to(device)
@@ -123,7 +110,9 @@ def test_moba_attention_selections_shared_by_whole_tiles(block_size, device):
     ],
 )
 def test_moba_attention_top_k_gate_fp32(n_q_heads, n_kv_heads, block_size, top_k, device):
-    q, k, v = make_inputs(2, n_q_heads, n_kv_heads, 83, 40, dtype=torch.float32, device=device, seed=3)
+    q, k, v = attention_inputs(
+        2, n_q_heads, n_kv_heads, 83, 83, 40, dtype=torch.float32, device=device, seed=3
+    )
     block_mask = select_blocks(q, k, block_size, top_k)
     assert torch.all(block_mask.sum(-1) <= top_k)
     out = run_into_nan(q, k, v, block_mask, block_size=block_size)
@@ -133,7 +122,7 @@ def test_moba_attention_top_k_gate_fp32(n_q_heads, n_kv_heads, block_size, top_k
 def test_moba_attention_rows_without_keys_are_zero(device):
     """Rows that selected only future blocks, or nothing, see no key: exactly 0, never NaN."""
     seq_len, block_size = 50, 16
-    q, k, v = make_inputs(1, 2, 1, seq_len, 32, dtype=torch.float32, device=device)
+    q, k, v = attention_inputs(1, 2, 1, seq_len, seq_len, 32, dtype=torch.float32, device=device)
     block_mask = random_block_mask(1, 2, seq_len, block_size, 0.5, device=device)
     block_mask[:, 0, :20] = False
     block_mask[:, 0, 20:40, 2:] = True  # future of rows 20..31, own and future of rows 32..39
@@ -149,7 +138,7 @@ def test_moba_attention_never_reads_unselected_blocks(block_size, device):
     """Blocks 1 and 3 are selected by no query; their K and V are NaN, so one read of them (a
     visit, or a sub-tile running past its block's end) would poison the output."""
     seq_len = 100
-    q, k, v = make_inputs(2, 4, 2, seq_len, 32, dtype=torch.float32, device=device)
+    q, k, v = attention_inputs(2, 4, 2, seq_len, seq_len, 32, dtype=torch.float32, device=device)
     block_mask = random_block_mask(2, 4, seq_len, block_size, 0.5, device=device)
     unselected_keys = torch.zeros(seq_len, dtype=torch.bool)
     for block in (1, 3):
@@ -163,7 +152,7 @@ def test_moba_attention_never_reads_unselected_blocks(block_size, device):
 
 
 def test_moba_attention_custom_scale(device):
-    q, k, v = make_inputs(1, 4, 2, 41, 48, dtype=torch.float32, device=device)
+    q, k, v = attention_inputs(1, 4, 2, 41, 41, 48, dtype=torch.float32, device=device)
     block_mask = random_block_mask(1, 4, 41, 16, 0.5, device=device)
     out = run_into_nan(q, k, v, block_mask, block_size=16, scale=0.3)
     assert_close(out, reference(q, k, v, block_mask, 16, scale=0.3), rel_tol=FP32_REL_TOL)
@@ -191,7 +180,7 @@ def test_moba_attention_non_contiguous_inputs_mask_and_output(device):
 
 
 def test_moba_attention_allocates_output_when_not_given(device):
-    q, k, v = make_inputs(1, 2, 1, 30, 32, dtype=torch.float16, device=device)
+    q, k, v = attention_inputs(1, 2, 1, 30, 30, 32, dtype=torch.float16, device=device)
     block_mask = random_block_mask(1, 2, 30, 16, 0.5, device=device)
     out = moba_attention(q, k, v, block_mask, block_size=16)
     assert out.shape == q.shape and out.dtype == torch.float16 and out.device == q.device
@@ -208,7 +197,9 @@ def test_moba_attention_allocates_output_when_not_given(device):
 )
 def test_moba_attention_half_precision(shape, dtype, device):
     batch, n_q_heads, n_kv_heads, seq_len, head_dim, block_size = shape
-    q, k, v = make_inputs(batch, n_q_heads, n_kv_heads, seq_len, head_dim, dtype=dtype, device=device)
+    q, k, v = attention_inputs(
+        batch, n_q_heads, n_kv_heads, seq_len, seq_len, head_dim, dtype=dtype, device=device
+    )
     block_mask = random_block_mask(batch, n_q_heads, seq_len, block_size, 0.4, device=device)
     out = run_into_nan(q, k, v, block_mask, block_size=block_size)
     assert_close(out, reference(q, k, v, block_mask, block_size), rel_tol=HALF_REL_TOL[dtype])
@@ -272,73 +263,7 @@ def test_block_config_keeps_sub_tiles_inside_a_block(block_size, expected_block_
     assert block_config(128, torch.bfloat16, block_size)[1] == expected_block_n
 
 
-def _valid(device, dtype=torch.float32):
-    q, k, v = make_inputs(1, 4, 2, 8, 32, dtype=dtype, device=device)
-    return q, k, v, torch.ones(1, 4, 8, 2, dtype=torch.bool, device=device)
-
-
-def _replace(index, tensor_fn):
-    """Valid inputs with q, k, v or block_mask (index 0..3) replaced by tensor_fn(device)."""
-    return replacing(_valid, index, tensor_fn)
-
-
-def _with_kwargs(**kwargs):
-    return with_kwargs(_valid, **kwargs)
-
-
-def _keys_of_length(n_k):
-    """Valid q and block_mask with k and v of another length (cross-attention, unsupported)."""
-
-    def build(device):
-        q, _, _, block_mask = _valid(device)
-        k, v = make_inputs(1, 2, 2, n_k, 32, dtype=torch.float32, device=device)[1:]
-        return (q, k, v, block_mask), {}
-
-    return build
-
-
-def _mask(*shape, dtype=torch.bool):
-    return lambda d: torch.ones(*shape, dtype=dtype, device=d)
-
-
-INVALID = [
-    pytest.param(_replace(0, lambda d: torch.randn(4, 8, 32, device=d)), "q must have rank 4", id="q-rank3"),
-    pytest.param(_keys_of_length(9), "k has seq_len 9 but q has 8", id="cross-attention"),
-    pytest.param(
-        _replace(2, lambda d: torch.randn(1, 2, 8, 16, device=d)), "v has head_dim 16 but q has 32", id="v-d"
-    ),
-    pytest.param(
-        _replace(0, lambda d: torch.randn(1, 3, 8, 32, device=d)), "not a multiple", id="hq-not-multiple"
-    ),
-    pytest.param(_replace(0, lambda d: torch.randn(1, 4, 0, 32, device=d)), "q has seq_len 0", id="empty-q"),
-    pytest.param(
-        lambda d: (_valid(d, torch.float64), {"block_size": 4}), "q has dtype torch.float64", id="float64"
-    ),
-    pytest.param(_replace(3, _mask(1, 4, 8)), "block_mask must have rank 4", id="mask-rank3"),
-    pytest.param(
-        _replace(3, _mask(1, 4, 8, 2, dtype=torch.uint8)), "block_mask has dtype torch.uint8", id="mask-dtype"
-    ),
-    pytest.param(_replace(3, _mask(2, 4, 8, 2)), "block_mask has batch 2 but q has 1", id="mask-batch"),
-    pytest.param(_replace(3, _mask(1, 2, 8, 2)), "block_mask has heads 2 but q has 4", id="mask-heads-kv"),
-    pytest.param(_replace(3, _mask(1, 4, 7, 2)), "block_mask has seq_len 7 but q has 8", id="mask-seq"),
-    pytest.param(_replace(3, _mask(1, 4, 8, 3)), r"block_mask has 3 blocks, expected", id="mask-blocks"),
-    pytest.param(
-        _replace(3, lambda d: torch.ones(1, 4, 8, 2, dtype=torch.bool, device="meta")),
-        "block_mask is on meta but q is on",
-        id="mask-device",
-    ),
-    pytest.param(_with_kwargs(block_size=0), "block_size must be an int >= 1, got 0", id="block-size-0"),
-    pytest.param(_with_kwargs(block_size=-4), "block_size must be an int >= 1", id="block-size-negative"),
-    pytest.param(_with_kwargs(block_size=4.0), "block_size must be an int >= 1", id="block-size-float"),
-    pytest.param(_with_kwargs(block_size=True), "block_size must be an int >= 1", id="block-size-bool"),
-    pytest.param(_with_kwargs(scale=float("inf")), "scale must be a finite float", id="scale-inf"),
-    pytest.param(
-        _with_kwargs(out=lambda d: torch.empty(1, 4, 8, 16, device=d)), "out has shape", id="out-shape"
-    ),
-]
-
-
-@pytest.mark.parametrize("build, message", INVALID)
+@pytest.mark.parametrize("build, message", MOBA_INVALID)
 def test_moba_attention_rejects_invalid_input(build, message, device):
     (q, k, v, block_mask), kwargs = build(device)
     kwargs.setdefault("block_size", 4)
@@ -368,7 +293,7 @@ def test_moba_attention_gpu_realistic(seq_len, dtype):
     """Compiled kernel at MoBA's shapes (block 2048, top-3 blocks, H=16, Hkv=4, D=128) against a
     float32 GPU reference computed in query chunks."""
     block_size = 2048
-    q, k, v = make_inputs(1, 16, 4, seq_len, 128, dtype=dtype, device="cuda")
+    q, k, v = attention_inputs(1, 16, 4, seq_len, seq_len, 128, dtype=dtype, device="cuda")
     block_mask = select_blocks(q, k, block_size, top_k=3)
     out = run_into_nan(q, k, v, block_mask, block_size=block_size)
     assert_close(out, chunked_reference(q, k, v, block_mask, block_size), rel_tol=GPU_REL_TOL[dtype])

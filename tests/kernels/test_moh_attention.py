@@ -8,25 +8,9 @@ import torch
 from kernels.flash_attention import block_config
 from kernels.moh_attention import compact_active_tokens, moh_attention
 from tests.helpers import assert_close
-from tests.kernels.invalid_inputs import replacing, with_kwargs
-from tests.kernels.test_flash_attention import make_inputs
+from tests.kernels.cases import FP32_REL_TOL, GPU_REL_TOL, HALF_REL_TOL, attention_inputs, random_gates
+from tests.kernels.invalid_inputs import MOH_INVALID
 from workloads.reference import attention
-
-FP32_REL_TOL = 1e-5
-# Measured under the interpreter over every random-gate shape of this file, 3 seeds: fp32 <= 2.5e-7,
-# fp16 <= 2.9e-4, bf16 <= 5.3e-3 (the interpreter truncates fp32 -> bf16 where a GPU rounds to
-# nearest, so bf16 reads high here).
-HALF_REL_TOL = {torch.float16: 5e-4, torch.bfloat16: 8e-3}
-# Not yet measured on a GPU: DESIGN.md §4's typical bounds until a GPU session records real numbers.
-GPU_REL_TOL = {torch.float16: 2e-3, torch.bfloat16: 1.5e-2}
-
-
-def random_gates(batch, n_q, n_heads, density, *, dtype=torch.float32, device="cpu", seed=0):
-    """gates [B, Nq, H]: each (token, head) active with probability `density`, weight in [0.25, 1.25)."""
-    generator = torch.Generator().manual_seed(seed + 1000)
-    active = torch.rand(batch, n_q, n_heads, generator=generator) < density
-    weights = 0.25 + torch.rand(batch, n_q, n_heads, generator=generator)
-    return torch.where(active, weights, 0.0).to(device=device, dtype=dtype)
 
 
 def routed_gates(batch, n_q, n_heads, n_shared, top_k, *, device="cpu", seed=0):
@@ -89,14 +73,14 @@ FP32_SHAPES = [
 @pytest.mark.parametrize("shape", FP32_SHAPES)
 def test_moh_attention_fp32_matches_reference(shape, device):
     batch, n_heads, n_kv_heads, n, head_dim, density, causal = shape
-    q, k, v = make_inputs(batch, n_heads, n_kv_heads, n, n, head_dim, dtype=torch.float32, device=device)
+    q, k, v = attention_inputs(batch, n_heads, n_kv_heads, n, n, head_dim, dtype=torch.float32, device=device)
     gates = random_gates(batch, n, n_heads, density, device=device)
     check_against_reference(q, k, v, gates, causal=causal)
 
 
 def test_moh_attention_moh_routing_shared_plus_top_k(device):
     """2 shared heads always on plus the top-2 of 6 routed heads per token, GQA 4."""
-    q, k, v = make_inputs(2, 8, 2, 53, 53, 40, dtype=torch.float32, device=device)
+    q, k, v = attention_inputs(2, 8, 2, 53, 53, 40, dtype=torch.float32, device=device)
     gates = routed_gates(2, 53, 8, n_shared=2, top_k=2, device=device)
     assert torch.all((gates != 0).sum(-1) == 4)
     check_against_reference(q, k, v, gates, causal=True)
@@ -104,7 +88,7 @@ def test_moh_attention_moh_routing_shared_plus_top_k(device):
 
 @pytest.mark.parametrize("causal", [True, False], ids=["causal", "full"])
 def test_moh_attention_all_heads_on_is_plain_attention(causal, device):
-    q, k, v = make_inputs(2, 4, 2, 41, 41, 32, dtype=torch.float32, device=device)
+    q, k, v = attention_inputs(2, 4, 2, 41, 41, 32, dtype=torch.float32, device=device)
     gates = torch.ones(2, 41, 4, device=device)
     out = run_into_nan(q, k, v, gates, causal=causal)
     plain = attention(*(t.double() for t in (q.cpu(), k.cpu(), v.cpu())), causal=causal)
@@ -112,7 +96,7 @@ def test_moh_attention_all_heads_on_is_plain_attention(causal, device):
 
 
 def test_moh_attention_head_with_no_token_and_token_with_no_head(device):
-    q, k, v = make_inputs(2, 4, 2, 39, 39, 32, dtype=torch.float32, device=device)
+    q, k, v = attention_inputs(2, 4, 2, 39, 39, 32, dtype=torch.float32, device=device)
     gates = random_gates(2, 39, 4, 0.6, device=device)
     gates[0, :, 1] = 0  # head 1 of sequence 0 is picked by no token
     gates[:, 17, :] = 0  # token 17 picks no head
@@ -125,7 +109,7 @@ def test_moh_attention_head_with_no_token_and_token_with_no_head(device):
 def test_moh_attention_ignores_query_rows_of_inactive_pairs(device):
     """A caller may leave the queries of unrouted (token, head) pairs unwritten: NaN there must
     not leak, not even into the active rows that share a tile with them."""
-    q, k, v = make_inputs(2, 4, 2, 45, 45, 32, dtype=torch.float32, device=device)
+    q, k, v = attention_inputs(2, 4, 2, 45, 45, 32, dtype=torch.float32, device=device)
     gates = random_gates(2, 45, 4, 0.5, device=device)
     q_unwritten = q.masked_fill((gates == 0).transpose(1, 2)[..., None], float("nan"))
     out = run_into_nan(q_unwritten, k, v, gates, causal=True)
@@ -136,7 +120,7 @@ def test_moh_attention_ignores_query_rows_of_inactive_pairs(device):
 @pytest.mark.parametrize("causal", [True, False], ids=["causal", "full"])
 def test_moh_attention_no_active_pair_gives_zeros(causal, device):
     """Every tile is past its count: every program writes zeros and exits."""
-    q, k, v = make_inputs(2, 2, 1, 45, 45, 32, dtype=torch.float32, device=device)
+    q, k, v = attention_inputs(2, 2, 1, 45, 45, 32, dtype=torch.float32, device=device)
     out = run_into_nan(q, k, v, torch.zeros(2, 45, 2, device=device), causal=causal)
     assert torch.all(out == 0)
 
@@ -146,7 +130,7 @@ def test_moh_attention_no_active_pair_gives_zeros(causal, device):
     [pytest.param(37, 100, id="nq<nk"), pytest.param(50, 20, id="nq>nk-rows-without-keys")],
 )
 def test_moh_attention_causal_aligns_bottom_right(n_q, n_k, device):
-    q, k, v = make_inputs(1, 4, 2, n_q, n_k, 32, dtype=torch.float32, device=device)
+    q, k, v = attention_inputs(1, 4, 2, n_q, n_k, 32, dtype=torch.float32, device=device)
     gates = random_gates(1, n_q, 4, 0.5, device=device)
     check_against_reference(q, k, v, gates, causal=True)
 
@@ -157,7 +141,7 @@ def test_moh_attention_causal_tile_edges_at_every_key_offset(device):
     bounds of the unmasked and masked key ranges."""
     block_m, block_n = block_config(16, torch.float32)[:2]
     n = 2 * block_m + block_n
-    q, k, v = make_inputs(1, block_n, 1, n, n, 16, dtype=torch.float32, device=device)
+    q, k, v = attention_inputs(1, block_n, 1, n, n, 16, dtype=torch.float32, device=device)
     gates = torch.zeros(1, n, block_n, device=device)
     for head in range(block_n):  # head h: tokens [h + 3, h + 3 + block_m + 5) active
         gates[0, head + 3 : head + 3 + block_m + 5, head] = 0.5 + head / block_n
@@ -166,7 +150,7 @@ def test_moh_attention_causal_tile_edges_at_every_key_offset(device):
 
 @pytest.mark.parametrize("causal", [True, False], ids=["causal", "full"])
 def test_moh_attention_custom_scale(causal, device):
-    q, k, v = make_inputs(1, 4, 2, 37, 37, 48, dtype=torch.float32, device=device)
+    q, k, v = attention_inputs(1, 4, 2, 37, 37, 48, dtype=torch.float32, device=device)
     gates = random_gates(1, 37, 4, 0.5, device=device)
     check_against_reference(q, k, v, gates, causal=causal, scale=0.3)
 
@@ -175,9 +159,11 @@ def test_moh_attention_non_contiguous_inputs_gates_and_output(device):
     """q and out as [B, N, H, D] transposed, k as head_dim slices of wider rows, gates as a
     transposed [B, H, N] router output."""
     batch, n_heads, n_kv_heads, n, head_dim = 2, 4, 2, 37, 32
-    q, _, v = make_inputs(batch, n_heads, n_kv_heads, n, n, head_dim, dtype=torch.float32, device=device)
+    q, _, v = attention_inputs(batch, n_heads, n_kv_heads, n, n, head_dim, dtype=torch.float32, device=device)
     q = q.transpose(1, 2).contiguous().transpose(1, 2)
-    k = make_inputs(batch, n_heads, n_kv_heads, n, n, 2 * head_dim, dtype=torch.float32, device=device)[1]
+    k = attention_inputs(batch, n_heads, n_kv_heads, n, n, 2 * head_dim, dtype=torch.float32, device=device)[
+        1
+    ]
     k = k[..., :head_dim]
     gates = random_gates(batch, n_heads, n, 0.5, device=device).transpose(1, 2)  # [B, N, H] view
     out = torch.full((batch, n, n_heads, head_dim), float("nan"), device=device).transpose(1, 2)
@@ -194,14 +180,14 @@ def test_moh_attention_non_contiguous_inputs_gates_and_output(device):
     ],
 )
 def test_moh_attention_gates_in_any_float_dtype(dtype, gate_dtype, device):
-    q, k, v = make_inputs(1, 4, 2, 33, 33, 32, dtype=dtype, device=device)
+    q, k, v = attention_inputs(1, 4, 2, 33, 33, 32, dtype=dtype, device=device)
     gates = random_gates(1, 33, 4, 0.5, dtype=gate_dtype, device=device)
     rel_tol = FP32_REL_TOL if dtype == torch.float32 else HALF_REL_TOL[dtype]
     check_against_reference(q, k, v, gates, causal=True, rel_tol=rel_tol)
 
 
 def test_moh_attention_allocates_output_when_not_given(device):
-    q, k, v = make_inputs(1, 2, 1, 20, 20, 32, dtype=torch.bfloat16, device=device)
+    q, k, v = attention_inputs(1, 2, 1, 20, 20, 32, dtype=torch.bfloat16, device=device)
     gates = random_gates(1, 20, 2, 0.5, device=device)
     out = moh_attention(q, k, v, gates)
     assert out.shape == q.shape and out.dtype == torch.bfloat16 and out.device == q.device
@@ -219,7 +205,7 @@ HALF_SHAPES = [
 @pytest.mark.parametrize("shape", HALF_SHAPES)
 def test_moh_attention_half_precision(shape, dtype, device):
     batch, n_heads, n_kv_heads, n, head_dim, density, causal = shape
-    q, k, v = make_inputs(batch, n_heads, n_kv_heads, n, n, head_dim, dtype=dtype, device=device)
+    q, k, v = attention_inputs(batch, n_heads, n_kv_heads, n, n, head_dim, dtype=dtype, device=device)
     gates = random_gates(batch, n, n_heads, density, dtype=dtype, device=device)
     check_against_reference(q, k, v, gates, causal=causal, rel_tol=HALF_REL_TOL[dtype])
 
@@ -232,67 +218,7 @@ def test_compact_active_tokens_lists_active_positions_in_order_then_the_rest():
     assert token_order.tolist() == [[[1, 3, 4, 0, 2], [0, 3, 1, 2, 4]]]
 
 
-def _valid(device):
-    q, k, v = make_inputs(1, 4, 2, 8, 8, 32, dtype=torch.float32, device=device)
-    return q, k, v, random_gates(1, 8, 4, 0.5, device=device)
-
-
-def _gates(tensor_fn):
-    """Valid q, k, v with gates replaced by tensor_fn(device)."""
-    return replacing(_valid, 3, tensor_fn)
-
-
-# q, k and v go through the shared check_qkv (tested in full with flash_attention): a few cases
-# show it is wired in; the rest are the gates' own.
-INVALID = [
-    pytest.param(
-        replacing(_valid, 0, lambda d: torch.randn(4, 8, 32, device=d)), "q must have rank 4", id="q-rank3"
-    ),
-    pytest.param(
-        replacing(_valid, 0, lambda d: torch.randn(1, 3, 8, 32, device=d)),
-        "q has 3 heads, not a multiple",
-        id="hq-not-multiple",
-    ),
-    pytest.param(
-        replacing(_valid, 1, lambda d: torch.randn(1, 2, 8, 32, device=d).half()),
-        "k has dtype torch.float16 but q has torch.float32",
-        id="mixed-dtypes",
-    ),
-    pytest.param(
-        _gates(lambda d: torch.rand(1, 4, 8, 1, device=d)), "gates must have rank 3", id="gates-rank4"
-    ),
-    pytest.param(
-        _gates(lambda d: torch.rand(2, 8, 4, device=d)), "gates has batch 2 but q has 1", id="gates-b"
-    ),
-    pytest.param(
-        _gates(lambda d: torch.rand(1, 4, 8, device=d)), "gates has seq_len 4 but q has 8", id="gates-as-bhn"
-    ),
-    pytest.param(
-        _gates(lambda d: torch.rand(1, 8, 2, device=d)), "gates has heads 2 but q has 4", id="gates-h"
-    ),
-    pytest.param(
-        _gates(lambda d: torch.ones(1, 8, 4, dtype=torch.int32, device=d)),
-        "gates has dtype torch.int32, expected one of",
-        id="gates-int",
-    ),
-    pytest.param(
-        _gates(lambda d: torch.ones(1, 8, 4, dtype=torch.bool, device=d)),
-        "gates has dtype torch.bool",
-        id="gates-bool-mask",
-    ),
-    pytest.param(
-        _gates(lambda d: torch.rand(1, 8, 4, device="meta")),
-        "gates is on meta but q is on",
-        id="gates-device",
-    ),
-    pytest.param(
-        with_kwargs(_valid, out=lambda d: torch.empty(1, 4, 8, 16, device=d)), "out has shape", id="out-shape"
-    ),
-    pytest.param(with_kwargs(_valid, scale=float("inf")), "scale must be a finite float", id="scale-inf"),
-]
-
-
-@pytest.mark.parametrize("build, message", INVALID)
+@pytest.mark.parametrize("build, message", MOH_INVALID)
 def test_moh_attention_rejects_invalid_input(build, message, device):
     (q, k, v, gates), kwargs = build(device)
     with pytest.raises(ValueError, match=message):
@@ -317,7 +243,7 @@ def gpu_reference(q, k, v, gates, *, causal):
 )
 def test_moh_attention_gpu_random_active_sets(n, causal, density, dtype):
     """Compiled kernel at serving shapes (H=32, Hkv=8, D=128) against a float32 GPU reference."""
-    q, k, v = make_inputs(2, 32, 8, n, n, 128, dtype=dtype, device="cuda")
+    q, k, v = attention_inputs(2, 32, 8, n, n, 128, dtype=dtype, device="cuda")
     gates = random_gates(2, n, 32, density, dtype=dtype, device="cuda")
     out = run_into_nan(q, k, v, gates, causal=causal)
     assert_inactive_zero(out, gates)
@@ -328,7 +254,7 @@ def test_moh_attention_gpu_random_active_sets(n, causal, density, dtype):
 @pytest.mark.parametrize("n", [4096, 8191], ids=["4k", "8k-odd"])
 def test_moh_attention_gpu_moh_routing_bf16(n):
     """MoH routing (4 shared + top-8 of 28 routed heads), GQA 4, head dim 96, bf16 gates."""
-    q, k, v = make_inputs(1, 32, 8, n, n, 96, dtype=torch.bfloat16, device="cuda")
+    q, k, v = attention_inputs(1, 32, 8, n, n, 96, dtype=torch.bfloat16, device="cuda")
     gates = routed_gates(1, n, 32, n_shared=4, top_k=8, device="cuda").to(torch.bfloat16)
     out = run_into_nan(q, k, v, gates, causal=True)
     assert_inactive_zero(out, gates)

@@ -1,9 +1,11 @@
-"""FlashAttention-2 style forward: one program per (query block, batch · query head), online softmax
-in fp32 over key blocks, GQA by index arithmetic (K/V are never repeated in memory).
+"""FlashAttention-2 style forward kernel and its launch: one program per (query block, batch · query
+head), online softmax in fp32 over key blocks, GQA by index arithmetic (K/V are never repeated in
+memory).
 
 Beyond plain (causal) attention: separate query/key and value head dims (MLA prefill), a per-KV-head
 sliding window with attention sinks (DuoAttention streaming heads; only the sink and window key
-blocks are visited), Cog weighting (signed weights), and the log-sum-exp a backward pass needs."""
+blocks are visited), Cog weighting (signed weights), and the log-sum-exp a backward pass needs.
+The public entry point that checks inputs and runs this launch is `interface.flash_attention`."""
 
 import math
 
@@ -16,11 +18,6 @@ from kernels._common import (
     Launch,
     batch_and_heads,
     causal_key_bounds,
-    check_devices,
-    check_out,
-    check_qk_v,
-    check_scale,
-    check_window_sink,
     dot,
     dot_precision,
     is_interpreted,
@@ -28,7 +25,6 @@ from kernels._common import (
     upcast_dot,
 )
 
-WEIGHTINGS = ("softmax", "cog")
 LN_2 = tl.constexpr(0.6931471805599453)  # lse leaves the kernel in natural log: ln(x) = log2(x) · ln(2)
 
 
@@ -213,24 +209,6 @@ def block_config(
     return 64, 32, 8, 2
 
 
-def _window_per_kv_head(
-    fn: str, window: object, sink: object, causal: bool, n_kv_heads: int, n_k: int, device: torch.device
-) -> torch.Tensor | None:
-    """Validates window and sink; returns the window as int32 [Hkv] on the device, or None when it
-    hides no key at all: an int window applies to every KV head, and one <= 0 or >= Nk hides
-    nothing (query positions are below Nk), so it launches the plain kernel."""
-    check_window_sink(fn, window, sink, n_kv_heads, "k", device)
-    if window is None:
-        return None
-    if not causal:
-        raise ValueError(f"{fn}: window requires causal=True (a sliding window looks back from each query)")
-    if isinstance(window, torch.Tensor):
-        return window
-    if window <= 0 or window >= n_k:
-        return None
-    return torch.full((n_kv_heads,), window, dtype=torch.int32, device=device)
-
-
 def forward_launch(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -245,8 +223,9 @@ def forward_launch(
     weighting: str,
 ) -> Launch:
     """The forward's launch over validated tensors (`flash_attention` checks them): q, k, v as there,
-    out [B, Hq, Nq, Dv], lse float32 [B, Hq, Nq] or None, window int32 [Hkv] or None (see
-    `_window_per_kv_head`). One program per (query block, batch · query head)."""
+    out [B, Hq, Nq, Dv], lse float32 [B, Hq, Nq] or None, window int32 [Hkv] or None (None when it
+    hides no key: see `interface._window_per_kv_head`). One program per (query block, batch · query
+    head)."""
     batch, n_q_heads, n_q, head_dim_qk = q.shape
     n_kv_heads, n_k, head_dim_v = k.shape[1], k.shape[2], v.shape[3]
     scale = 1.0 / math.sqrt(head_dim_qk) if scale is None else float(scale)
@@ -275,68 +254,3 @@ def forward_launch(
     }
     grid = (triton.cdiv(n_q, block_m), batch * n_q_heads)
     return Launch(_flash_attention_fwd, grid, args, constexprs, num_warps, num_stages)
-
-
-def flash_attention(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    *,
-    causal: bool = False,
-    scale: float | None = None,
-    window: int | torch.Tensor | None = None,
-    sink: int = 0,
-    weighting: str = "softmax",
-    return_lse: bool = False,
-    out: torch.Tensor | None = None,
-) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-    """weights(q kᵀ · scale) v. Differentiable (through `backward.FlashAttentionFunction`) when an
-    input requires grad and the weighting is plain softmax without a window.
-
-    q [B, Hq, Nq, Dqk], k [B, Hkv, Nk, Dqk], v [B, Hkv, Nk, Dv], Hq % Hkv == 0 (MHA, GQA, MQA):
-    query head h reads KV head h // (Hq // Hkv). Dqk and Dv each in 16..256 (Dqk != Dv is MLA
-    prefill, e.g. 192 and 128). dtype float32, float16 or bfloat16 (all the same); any strides.
-
-    Which keys query i sees, at position p = i + Nk - Nq (bottom-right alignment): all keys, or
-    with `causal` keys j <= p; a query that sees no key (causal, Nq > Nk) outputs zeros.
-    `window` (needs `causal`): None, an int for every KV head or an int32 tensor [Hkv] on q's
-    device; a KV head with window W > 0 further keeps only keys p - W < j <= p plus the first
-    `sink` (>= 0) keys (streaming heads), one with W <= 0 keeps its whole causal past (retrieval
-    heads). Key blocks that no query of a tile sees are skipped.
-
-    `weighting` "softmax", or "cog": weights sign(s) · exp(|s|) / sum over visible keys of exp(|s|).
-    `scale` defaults to 1/sqrt(Dqk). `out` [B, Hq, Nq, Dv] (q's dtype and device), when given, is
-    written and returned. Returns o [B, Hq, Nq, Dv] in q's dtype, or with `return_lse` (softmax
-    only) (o, lse): lse float32 [B, Hq, Nq], the natural-log logsumexp of s over the visible keys
-    (-inf for a query that sees none), as a backward pass needs it.
-    """
-    fn = "flash_attention"
-    if torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v) if isinstance(t, torch.Tensor)):
-        # Autograd through the backward kernels (softmax without a window: what they implement).
-        if window is not None or weighting != "softmax" or return_lse or out is not None:
-            raise ValueError(
-                f"{fn}: inputs that require grad need plain softmax attention (no window, "
-                "cog, return_lse or out=): only that has a backward"
-            )
-        from kernels.flash_attention.backward import FlashAttentionFunction
-
-        return FlashAttentionFunction.apply(q, k, v, causal, scale)
-    batch, n_q_heads, n_q, head_dim_qk, n_kv_heads, n_k, head_dim_v = check_qk_v(fn, q, k, v)
-    dtype = q.dtype  # one supported dtype for q, k and v: check_qk_v saw to it
-    device = check_devices(fn, {"q": q, "k": k, "v": v})
-    check_scale(fn, scale)
-    if weighting not in WEIGHTINGS:
-        raise ValueError(f"{fn}: weighting must be one of {', '.join(WEIGHTINGS)}, got {weighting!r}")
-    if return_lse and weighting != "softmax":
-        raise ValueError(f"{fn}: return_lse needs weighting='softmax', got {weighting!r}")
-    window = _window_per_kv_head(fn, window, sink, causal, n_kv_heads, n_k, device)
-    out_shape = (batch, n_q_heads, n_q, head_dim_v)
-    if out is None:
-        out = torch.empty(out_shape, dtype=dtype, device=device)
-    else:
-        check_out(fn, out, out_shape, dtype, device)
-    lse = torch.empty((batch, n_q_heads, n_q), dtype=torch.float32, device=device) if return_lse else None
-    forward_launch(
-        q, k, v, out, lse, window, causal=causal, scale=scale, sink=sink, weighting=weighting
-    ).run()
-    return (out, lse) if return_lse else out
