@@ -3,7 +3,8 @@
 Executors are context managers: entering one connects to what it runs on (and fails there, with
 ExecutorError, before a sweep creates anything), leaving it shuts down what it started.
 `RayExecutor`: one actor per GPU (num_gpus=1) or `cpu_workers` CPU actors when the cluster has no
-GPU; each actor gets its next trial when it returns one, and the driver collects with `ray.wait`.
+GPU; each actor gets its next trial when it returns one, and the driver collects with `ray.wait`
+(`WorkerPool`: one method per event, as in Ray Tune's controller).
 `LocalExecutor`: the same trials one after the other in this process, no Ray.
 """
 
@@ -153,10 +154,142 @@ def _failed(error: str, status: str = "error", tries: int = 1) -> TrialResult:
 
 @dataclass
 class _Running:
+    """A trial in flight: the worker running it, its run number, when its clock started."""
+
     actor: object
     trial: Trial
     tries: int
     started: float | None  # None while its worker is still starting (the timeout counts from then)
+
+
+class WorkerPool:
+    """The trials of one `RayExecutor.run` and the workers running them, shaped like Ray Tune's
+    controller (ray/tune/execution/tune_controller.py): `step()` waits for the next event and hands it
+    to one method per event. Each worker takes the next trial when it returns one. A worker that dies
+    is replaced and its trial run again (up to ray.max_attempts runs, then an `error` row); a trial past
+    ray.trial_timeout_s is a `timeout` row and its worker is replaced; so is the worker of an
+    out-of-memory trial, so that nothing it leaked can fail the next trials."""
+
+    def __init__(self, resources: dict, settings: MeasureSettings, options: RayConf, on_result: OnResult):
+        import ray
+
+        self.worker_class = ray.remote(**resources)(TrialWorker)
+        self.threads = resources["num_cpus"]
+        self.settings = settings
+        self.timeout_s = options.trial_timeout_s
+        self.max_attempts = options.max_attempts
+        self.on_result = on_result
+        self.pending: deque[tuple[Trial, int]] = deque()  # (trial, its run number in this invocation)
+        self.starting: dict = {}  # ready() ObjectRef -> the actor it belongs to, until the actor is up
+        self.in_flight: dict = {}  # run() ObjectRef -> _Running
+
+    def run(self, trials: Sequence[Trial], n_workers: int) -> None:
+        """Every trial, on at most `n_workers` workers at once; returns when the last result is handed on."""
+        self.start(trials, n_workers)
+        while self.in_flight:
+            self.step()
+
+    def start(self, trials: Sequence[Trial], n_workers: int) -> None:
+        """Queue the trials; start up to `n_workers` workers (no more than trials), each with its first."""
+        self.pending.extend((trial, 1) for trial in trials)
+        for _ in range(min(n_workers, len(self.pending))):
+            self.submit(self.new_worker())
+
+    def step(self) -> None:
+        """Wait for the next event (a worker up, a trial returned, a trial out of time) and handle it."""
+        import ray
+
+        waiting_on = [*self.starting, *self.in_flight]
+        ready, _ = ray.wait(waiting_on, num_returns=1, timeout=self.time_to_deadline())
+        if not ready:
+            self.on_timeout()
+        elif ready[0] in self.starting:
+            self.on_worker_ready(ready[0])
+        else:
+            self.on_trial_returned(ready[0])
+
+    def new_worker(self):
+        actor = self.worker_class.remote(self.settings, self.threads)
+        self.starting[actor.ready.remote()] = actor
+        return actor
+
+    def replace(self, actor):
+        import ray
+
+        ray.kill(actor, no_restart=True)
+        return self.new_worker()
+
+    def submit(self, actor) -> None:
+        """The next pending trial to `actor`; its clock starts now if the actor is up, else when it is."""
+        trial, tries = self.pending.popleft()
+        is_up = actor not in self.starting.values()
+        started = time.monotonic() if is_up else None
+        self.in_flight[actor.run.remote(trial)] = _Running(actor, trial, tries, started)
+
+    def time_to_deadline(self) -> float | None:
+        """Seconds until the oldest started trial runs out of time; None: no limit, or none started."""
+        started = [running.started for running in self.in_flight.values() if running.started is not None]
+        if self.timeout_s is None or not started:
+            return None
+        return max(0.0, min(started) + self.timeout_s - time.monotonic())
+
+    def finish(self, actor, trial: Trial, result: TrialResult) -> None:
+        """The worker's next trial first: storing and logging this result must not idle it."""
+        if self.pending:
+            self.submit(actor)
+        self.on_result(trial, result)
+
+    def on_worker_ready(self, ready_ref) -> None:
+        """A worker is up: its trial's clock starts now."""
+        actor = self.starting.pop(ready_ref)
+        for running in self.in_flight.values():
+            if running.actor is actor and running.started is None:
+                running.started = time.monotonic()
+
+    def on_timeout(self) -> None:
+        """The oldest started trial ran out of time: a `timeout` row, and a fresh worker."""
+        started = [ref for ref, running in self.in_flight.items() if running.started is not None]
+        running = self.in_flight.pop(min(started, key=lambda ref: self.in_flight[ref].started))
+        message = f"timeout: still running after ray.trial_timeout_s={self.timeout_s:g} s; worker replaced"
+        self.finish(self.replace(running.actor), running.trial, _failed(message, "timeout", running.tries))
+
+    def on_trial_returned(self, ref) -> None:
+        """A trial's call returned: a result, a failed call, or a dead worker."""
+        import ray
+        from ray.exceptions import RayActorError, RayError
+
+        running = self.in_flight.pop(ref)
+        try:
+            result = ray.get(ref)
+        except RayActorError as exc:  # the worker process died
+            self.on_worker_died(running, exc)
+            return
+        except RayError:
+            result = _failed(traceback.format_exc(), tries=running.tries)
+        result.tries = running.tries
+        if result.status == "oom":
+            self.on_out_of_memory(running, result)
+        else:
+            self.on_trial_result(running, result)
+
+    def on_trial_result(self, running: _Running, result: TrialResult) -> None:
+        """A trial passed or failed (an `error` row): its worker goes on with the next trial."""
+        self.finish(running.actor, running.trial, result)
+
+    def on_worker_died(self, running: _Running, exc: Exception) -> None:
+        """Replace the worker; run the trial again first, or after ray.max_attempts runs, an `error` row."""
+        actor = self.replace(running.actor)
+        if running.tries < self.max_attempts:
+            self.pending.appendleft((running.trial, running.tries + 1))
+            self.submit(actor)
+            return
+        reason = str(exc).strip().splitlines()[0]
+        message = f"worker died while running the trial ({running.tries} runs): {reason}"
+        self.finish(actor, running.trial, _failed(message, tries=running.tries))
+
+    def on_out_of_memory(self, running: _Running, result: TrialResult) -> None:
+        """An `oom` row; the worker is replaced, so that nothing it leaked can fail the next trials."""
+        self.finish(self.replace(running.actor), running.trial, result)
 
 
 class RayExecutor:
@@ -175,88 +308,11 @@ class RayExecutor:
             ray.shutdown()
 
     def run(self, trials: Sequence[Trial], settings: MeasureSettings, on_result: OnResult) -> None:
-        """Each worker takes the next trial when it returns one. A worker that dies is replaced and its
-        trial run again (up to ray.max_attempts runs, then an `error` row); a trial past
-        ray.trial_timeout_s is a `timeout` row and its worker is replaced; so is the worker of an
-        out-of-memory trial, so that nothing it leaked can fail the next trials."""
+        """Every trial on a `WorkerPool` of `worker_layout`'s workers; each result to `on_result`."""
         import ray
-        from ray.exceptions import RayActorError, RayError
 
         n_workers, resources = worker_layout(ray.cluster_resources(), self.options)
-        actor_class = ray.remote(**resources)(TrialWorker)
-        timeout, max_attempts = self.options.trial_timeout_s, self.options.max_attempts
-
-        starting: dict = {}  # ready() ObjectRef -> the actor it belongs to
-
-        def make_worker():
-            actor = actor_class.remote(settings, resources["num_cpus"])
-            starting[actor.ready.remote()] = actor
-            return actor
-
-        def replace(actor):
-            ray.kill(actor, no_restart=True)
-            return make_worker()
-
-        pending = deque((trial, 1) for trial in trials)  # (trial, its run number in this invocation)
-        in_flight: dict = {}  # ObjectRef -> _Running
-
-        def submit(actor) -> None:
-            trial, tries = pending.popleft()
-            is_up = actor not in starting.values()
-            in_flight[actor.run.remote(trial)] = _Running(
-                actor, trial, tries, time.monotonic() if is_up else None
-            )
-
-        def deadline_wait() -> float | None:
-            started = [r.started for r in in_flight.values() if r.started is not None]
-            if timeout is None or not started:
-                return None
-            return max(0.0, min(started) + timeout - time.monotonic())
-
-        for _ in range(min(n_workers, len(pending))):
-            submit(make_worker())
-        while in_flight:
-            ready, _ = ray.wait([*starting, *in_flight], num_returns=1, timeout=deadline_wait())
-            if ready and ready[0] in starting:  # a worker is up: its trial's clock starts now
-                actor = starting.pop(ready[0])
-                for running in in_flight.values():
-                    if running.actor is actor and running.started is None:
-                        running.started = time.monotonic()
-                continue
-            if not ready:  # the oldest started trial ran out of time
-                ref = min(
-                    (r for r in in_flight if in_flight[r].started is not None),
-                    key=lambda r: in_flight[r].started,
-                )
-                running = in_flight.pop(ref)
-                actor = replace(running.actor)
-                message = f"timeout: still running after ray.trial_timeout_s={timeout:g} s; worker replaced"
-                if pending:
-                    submit(actor)
-                on_result(running.trial, _failed(message, "timeout", running.tries))
-                continue
-            ref = ready[0]
-            running = in_flight.pop(ref)
-            actor = running.actor
-            try:
-                result = ray.get(ref)
-                result.tries = running.tries
-            except RayActorError as exc:  # the worker process died: replace it, run the trial again
-                actor = replace(actor)
-                if running.tries < max_attempts:
-                    pending.appendleft((running.trial, running.tries + 1))
-                    submit(actor)
-                    continue
-                reason = str(exc).strip().splitlines()[0]
-                message = f"worker died while running the trial ({running.tries} runs): {reason}"
-                result = _failed(message, tries=running.tries)
-            except RayError:
-                result = _failed(traceback.format_exc(), tries=running.tries)
-            if result.status == "oom":
-                actor = replace(actor)
-            if pending:  # the worker's next trial first: storing and logging this result must not idle it
-                submit(actor)
-            on_result(running.trial, result)
+        WorkerPool(resources, settings, self.options, on_result).run(trials, n_workers)
 
 
 def make_executor(executor: str, options: RayConf) -> LocalExecutor | RayExecutor:
