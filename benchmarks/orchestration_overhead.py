@@ -75,7 +75,6 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
 sys.path.insert(0, str(ROOT))
 
-from omegaconf import OmegaConf  # noqa: E402
 
 from orchestrator.config import load_config  # noqa: E402
 from orchestrator.executors import TrialWorker  # noqa: E402
@@ -231,7 +230,7 @@ def executor_alone(cfg):
         def on_result(trial, result) -> None:
             counts["ok"] += result.status == "ok"
 
-        with RayExecutor(OmegaConf.to_object(cfg.ray)) as executor:
+        with RayExecutor(cfg.ray) as executor:
             executor.run(trials, settings, on_result)
         return counts
 
@@ -319,7 +318,7 @@ def run_paths(paths: list[str], n: int, repeat: int, scratch: Path) -> tuple[lis
     migrate_s = prepare_mlflow(uri) if "c" in paths else None
     plain = load_config(sweep_overrides(n, str(scratch / "results"), None))
     trials = plan_trials(plain.sweep).trials
-    settings = OmegaConf.to_object(plain.measure)
+    settings = plain.measure
     assert len(trials) == n, f"planned {len(trials)} trials, expected {n}"
     runs = []
     for index, path in enumerate(paths * repeat):

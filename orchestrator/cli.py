@@ -6,11 +6,16 @@ configuration or usage (one line on stderr naming the key and value, before any 
 """
 
 import argparse
+import dataclasses
 import signal
 import sys
+import typing
+from importlib.resources import files
 from pathlib import Path
 
-from orchestrator.config import ConfigError, load_config
+import yaml
+
+from orchestrator.config import Config, ConfigError, load_config
 from orchestrator.executors import fix_cublas_workspace
 from orchestrator.planning import plan_to_run, plan_trials
 
@@ -38,7 +43,7 @@ def cmd_plan(overrides: list[str], sweep_dirs: tuple[str, ...] = ()) -> int:
 
 def cmd_run(overrides: list[str], sweep_dirs: tuple[str, ...] = ()) -> int:
     cfg = load_config(overrides, sweep_dirs)
-    plan = plan_to_run(cfg)
+    plan = plan_to_run(cfg.sweep, cfg.max_trials)
     for reason, count in sorted(plan.skipped.items()):
         print(f"attnsweep: skipped {count} point(s): {reason}", file=sys.stderr)
     from analysis.store import StoreBusy
@@ -67,6 +72,107 @@ def cmd_run(overrides: list[str], sweep_dirs: tuple[str, ...] = ()) -> int:
         print(f"report:  {outcome.report_path}")
     if outcome.mlflow_run_id is not None:
         print(f"mlflow:  run {outcome.mlflow_run_id} in experiment '{cfg.sweep.name}'")
+    return 0
+
+
+class Key(typing.NamedTuple):
+    """One line of `attnsweep keys`, every field as printed."""
+
+    name: str  # dotted, as in an override: sweep.axes.seq_len
+    type: str
+    default: str
+    help: str
+
+
+def render(value: typing.Any) -> str:
+    """A value as an override spells it: null, true, [1, 2], ""."""
+    if value is None or isinstance(value, bool):
+        return {None: "null", True: "true", False: "false"}[value]
+    if isinstance(value, list):
+        return "[" + ", ".join(render(item) for item in value) + "]"
+    return str(value) if value != "" else '""'
+
+
+def _type_name(hint: typing.Any) -> str:
+    name = hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
+    return name.replace("None", "null")
+
+
+def default_sweep() -> str:
+    """The sweep a run gets without `sweep=NAME`: the choice in Hydra's defaults list (config.yaml)."""
+    defaults = yaml.safe_load((files("orchestrator.conf") / "config.yaml").read_text())["defaults"]
+    return next(entry["sweep"] for entry in defaults if isinstance(entry, dict) and "sweep" in entry)
+
+
+def config_keys(expand_open_dicts: bool = True) -> list[Key]:
+    """Every key of the config, read from its dataclasses in their order. An open dict (sweep.params,
+    sweep.quality.task_params) is one pattern line, then with `expand_open_dicts` one line per
+    parameter of every variant (task), at its default."""
+    group = (
+        "which grid: orchestrator/conf/sweep/<name>.yaml (or in DIR/sweep/ with --sweeps DIR); "
+        "its values replace the sweep.* defaults"
+    )
+    return [Key("sweep", "str", default_sweep(), group), *_section_keys(Config, "", expand_open_dicts)]
+
+
+def _section_keys(section: type, prefix: str, expand_open_dicts: bool) -> list[Key]:
+    hints = typing.get_type_hints(section)
+    keys = []
+    for f in dataclasses.fields(section):
+        name, hint = prefix + f.name, hints[f.name]
+        if dataclasses.is_dataclass(hint):
+            keys += _section_keys(hint, f"{name}.", expand_open_dicts)
+        elif "entry" in f.metadata:  # an open dict: {variant or task: {parameter: default}}
+            entry = f.metadata["entry"]
+            keys.append(Key(f"{name}.<{entry}>.<key>", "any", f"the {entry}'s", f.metadata["help"]))
+            if expand_open_dicts:
+                keys += [
+                    Key(
+                        f"{name}.{owner}.{key}",
+                        type(value).__name__,
+                        render(value),
+                        f"parameter of {entry} {owner}",
+                    )
+                    for owner, values in f.default_factory().items()
+                    for key, value in values.items()
+                ]
+        else:
+            default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+            keys.append(Key(name, _type_name(hint), render(default), f.metadata["help"]))
+    return keys
+
+
+def keys_text(keys: list[Key]) -> str:
+    rows = [Key("KEY", "TYPE", "DEFAULT", "MEANING"), *keys]
+    widths = [max(len(row[column]) for row in rows) for column in range(3)]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row[:3], widths, strict=True)) + "  " + row.help
+        for row in rows
+    )
+
+
+def keys_markdown(keys: list[Key]) -> str:
+    """README's key tables. A pattern line's default is words, every other default a value (code)."""
+
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|").replace("<", "\\<")
+
+    lines = ["| key | type | default | meaning |", "|---|---|---|---|"]
+    for key in keys:
+        default = key.default if "<" in key.name else f"`{key.default}`"
+        lines.append(f"| `{key.name}` | {cell(key.type)} | {cell(default)} | {cell(key.help)} |")
+    return "\n".join(lines)
+
+
+def cmd_keys(prefix: str, markdown: bool) -> int:
+    keys = [
+        key
+        for key in config_keys(expand_open_dicts=not markdown)
+        if not prefix or key.name == prefix or key.name.startswith(f"{prefix}.")
+    ]
+    if not keys:
+        return _fail(USAGE_ERROR, f"keys {prefix}: no such key (`attnsweep keys` lists them all)")
+    print(keys_markdown(keys) if markdown else keys_text(keys))
     return 0
 
 
@@ -148,6 +254,13 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument(
             "--sweeps", action="append", default=[], metavar="DIR", help="also look for DIR/sweep/NAME.yaml"
         )
+    keys = sub.add_parser("keys", help="list every configuration key: type, default and meaning")
+    keys.add_argument(
+        "prefix", nargs="?", default="", help="only this key or section, e.g. ray, sweep.quality"
+    )
+    keys.add_argument(
+        "--markdown", action="store_true", help="as README's tables (open dicts as patterns, not expanded)"
+    )
     report = sub.add_parser("report", help="write index.html and summary.md for a results dataset")
     report.add_argument("results", help="a sweep's dataset: results/smoke, s3://bucket/prefix/smoke")
     report.add_argument("--out", help="output directory (default: reports/<sweep>)")
@@ -211,6 +324,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_run(args.overrides, tuple(args.sweeps))
         if args.command == "plan":
             return cmd_plan(args.overrides, tuple(args.sweeps))
+        if args.command == "keys":
+            return cmd_keys(args.prefix, args.markdown)
         if args.command == "sync":
             return cmd_sync(args.results, args.tracking_uri)
         if args.command == "compare":

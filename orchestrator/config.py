@@ -1,11 +1,18 @@
 """The typed config tree (Hydra structured configs), its composition, and its validation.
 
-Every problem a user can cause is raised as `ConfigError` with one line naming the key and the
-value at fault, before any work starts (the CLI turns it into exit code 2).
+Every key is defined once, on a dataclass field here (or on `workloads.measure.MeasureSettings`, the
+`measure` section, and `workloads.quality.train.TrainRecipe`, the training settings of
+`sweep.quality`): its type, its default and its one-line doc (`metadata["help"]`), which
+`attnsweep keys` lists (orchestrator/cli.py) and README's key tables are generated from.
+conf/config.yaml holds only Hydra's defaults list. Each section checks its own keys (`check()`);
+every problem a user can cause is raised as `ConfigError` with one line naming the key and the value
+at fault, before any work starts (the CLI turns it into exit code 2).
 """
 
+import copy
 import re
 from dataclasses import dataclass, field
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -15,126 +22,261 @@ from hydra.core.config_store import ConfigStore
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException, MissingConfigException, OverrideParseException
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from workloads.backends import BACKENDS
 from workloads.measure import MeasureSettings
-from workloads.quality.spec import TRAIN_KEYS, check_settings, quality_json, task_defaults, train_settings
+from workloads.quality.spec import quality_json, task_defaults
 from workloads.quality.tasks import TASKS
-from workloads.quality.train import TrainSettings
+from workloads.quality.train import TrainRecipe
 from workloads.trial import DTYPES, PHASES
 from workloads.variants import VARIANTS, param_grid
-
-
-class ConfigError(ValueError):
-    """An invalid configuration; the message is one line that names the key and value at fault."""
-
-
-@dataclass
-class AxesConf:
-    batch: list[int] = field(default_factory=lambda: [1])
-    seq_len: list[int] = field(default_factory=lambda: [128])
-    n_heads: list[int] = field(default_factory=lambda: [8])
-    n_kv_heads: list[int] = field(default_factory=lambda: [8])
-    head_dim: list[int] = field(default_factory=lambda: [64])
-    dtype: list[str] = field(default_factory=lambda: ["float32"])
-    causal: list[bool] = field(default_factory=lambda: [True])
-    # Heads at a fixed width: when given, head_dim = d_model / n_heads and the head_dim axis is unused.
-    d_model: list[int] = field(default_factory=list)
-
-
-@dataclass
-class QualityConf:
-    """Phases quality and prune: the synthetic tasks the tiny models learn and how they are trained.
-    The sweep's batch axis is the training batch, its seq_len axis the task length."""
-
-    tasks: list[str] = field(default_factory=lambda: ["mqar"])
-    # Per-task parameters, every task's defaults included: sweep.quality.task_params.mqar.num_kv_pairs=16
-    task_params: dict[str, dict[str, Any]] = field(
-        default_factory=lambda: {name: task_defaults(name) for name in sorted(TASKS)}
-    )
-    seeds: list[int] = field(default_factory=lambda: [0])
-    # The training settings of `workloads.quality.train.TrainSettings`, with its defaults.
-    steps: int = TrainSettings.steps
-    lr: float = TrainSettings.lr
-    weight_decay: float = TrainSettings.weight_decay
-    warmup_steps: int = TrainSettings.warmup_steps
-    n_train: int = TrainSettings.n_train
-    n_eval: int = TrainSettings.n_eval
-    n_layers: int = TrainSettings.n_layers
-
-
-@dataclass
-class SweepConf:
-    name: str = MISSING
-    description: str = ""
-    variants: list[str] = field(default_factory=lambda: ["mha"])
-    backends: list[str] = field(default_factory=lambda: ["torch-sdpa"])
-    phases: list[str] = field(default_factory=lambda: ["prefill"])
-    axes: AxesConf = field(default_factory=AxesConf)
-    # Per-variant parameters, every registered variant's defaults included, e.g.
-    # sweep.params.mla.latent_dim=256; a list is an axis: sweep.params.moh.top_k=[2,4].
-    params: dict[str, dict[str, Any]] = field(
-        default_factory=lambda: {name: dict(v.param_defaults) for name, v in sorted(VARIANTS.items())}
-    )
-    quality: QualityConf = field(default_factory=QualityConf)
-
-
-@dataclass
-class RayConf:
-    address: str | None = None
-    num_cpus: int | None = None
-    num_gpus: int | None = None
-    # CPU actors when the cluster has no GPU (with GPUs: one actor per GPU). null: every CPU slot
-    # (CPUs / cpus_per_worker) of a cluster the sweep joins (`address`), and at most 2 on an instance
-    # the sweep starts itself (each worker holds its own torch: a big machine would fill its memory).
-    cpu_workers: int | None = None
-    cpus_per_worker: int = 1
-    # A trial running longer is recorded as `timeout` and its worker replaced (null: no limit).
-    trial_timeout_s: float | None = 1800.0
-    # Runs of a trial whose worker process died (SIGKILL, a poisoned CUDA context) before it is
-    # recorded as `error` ("worker died").
-    max_attempts: int = 2
-
-
-@dataclass
-class TrackingConf:
-    enabled: bool = True
-    uri: str | None = None
-
-
-@dataclass
-class Config:
-    sweep: SweepConf = field(default_factory=SweepConf)
-    executor: str = "ray"
-    results_dir: str = "results"
-    reports_dir: str = "reports"
-    report: bool = True
-    # What the report's speedups are measured against: VARIANT/BACKEND.
-    report_baseline: str = "mha/torch-sdpa"
-    progress: str = "auto"
-    # Skip trials the results store already holds with a terminal status (ok, oom, unsupported).
-    resume: bool = True
-    # On resume, run trials whose latest row is `error` or `timeout` again.
-    retry_failed: bool = True
-    # A larger plan is refused (the count is printed); pass max_trials=N to run it.
-    max_trials: int = 2000
-    ray: RayConf = field(default_factory=RayConf)
-    tracking: TrackingConf = field(default_factory=TrackingConf)
-    measure: MeasureSettings = field(default_factory=MeasureSettings)
-
-
-ConfigStore.instance().store(name="attnsweep_schema", node=Config)
 
 EXECUTORS = ("ray", "local")
 PROGRESS_MODES = ("auto", "bar", "lines", "off")
 SWEEP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
-def available_sweeps(sweep_dirs: tuple[str, ...] = ()) -> list[str]:
-    from importlib.resources import files
+class ConfigError(ValueError):
+    """An invalid configuration; the message is one line that names the key and value at fault."""
 
+
+def setting(default: Any, help: str) -> Any:
+    """A config field: its default and its one-line doc (`attnsweep keys`)."""
+    if isinstance(default, list | dict):
+        return field(default_factory=lambda: copy.deepcopy(default), metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+def _check_choices(key: str, values: list, allowed, what: str) -> None:
+    if not values:
+        raise ConfigError(f"{key}: empty list (give at least one {what})")
+    for value in values:
+        if value not in allowed:
+            raise ConfigError(f"{key}: unknown {what} {value!r} (known: {', '.join(sorted(allowed))})")
+
+
+def _check_positive(key: str, values: list[int]) -> None:
+    for value in values:
+        if value <= 0:
+            raise ConfigError(f"{key}: {value} is not a positive integer")
+
+
+def _check_results_dir(results_dir: str) -> None:
+    """A URI must be one the results store can use; whether it can be written is checked when a run
+    starts (orchestrator.sweep.check_writable), so validating contacts no object store."""
+    from analysis.store import check_uri, is_uri
+
+    if is_uri(results_dir):
+        try:
+            check_uri(results_dir)
+        except ValueError as exc:
+            raise ConfigError(f"results_dir={results_dir}: {str(exc).strip().splitlines()[0]}") from exc
+
+
+@dataclass
+class AxesConf:
+    """The grid's axes: every combination is a point."""
+
+    batch: list[int] = setting([1], "batch sizes (trained phases: the training batch)")
+    seq_len: list[int] = setting(
+        [128], "sequence lengths (decode: cached tokens; trained phases: task length)"
+    )
+    n_heads: list[int] = setting([8], "query heads")
+    n_kv_heads: list[int] = setting(
+        [8], "key/value heads (mha: set to n_heads, mqa: to 1; gqa skips n_heads % n_kv_heads != 0)"
+    )
+    head_dim: list[int] = setting([64], "head dimensions (unused when d_model is given)")
+    dtype: list[str] = setting(["float32"], f"element types: {', '.join(DTYPES)}")
+    causal: list[bool] = setting([True], "causal masks (decode is causal by construction)")
+    d_model: list[int] = setting(
+        [], "widths: when given, head_dim = d_model / n_heads (heads compared at one width)"
+    )
+
+    def check(self) -> None:
+        _check_choices("sweep.axes.dtype", self.dtype, DTYPES, "dtype")
+        for axis in ("batch", "seq_len", "n_heads", "n_kv_heads", "head_dim"):
+            if not getattr(self, axis):
+                raise ConfigError(f"sweep.axes.{axis}: empty list")
+            _check_positive(f"sweep.axes.{axis}", getattr(self, axis))
+        if not self.causal:
+            raise ConfigError("sweep.axes.causal: empty list")
+        _check_positive("sweep.axes.d_model", self.d_model)
+
+
+@dataclass
+class QualityConf(TrainRecipe):
+    """Phases quality and prune: how the tiny models are trained (the fields of TrainRecipe) and on
+    which synthetic tasks. The sweep's batch axis is the training batch, its seq_len the task length."""
+
+    tasks: list[str] = setting(["mqar"], "tasks (an axis): " + ", ".join(sorted(TASKS)))
+    task_params: dict[str, dict[str, Any]] = field(
+        default_factory=lambda: {name: task_defaults(name) for name in sorted(TASKS)},
+        metadata={
+            "help": "a task's parameters, e.g. sweep.quality.task_params.mqar.num_kv_pairs=16 "
+            "(seq_len is the sweep axis); every task's defaults are in the composed config",
+            "entry": "task",
+        },
+    )
+    seeds: list[int] = setting([0], "replicates (an axis): initialisation, data and order")
+
+    def check(self) -> None:
+        _check_choices("sweep.quality.tasks", self.tasks, TASKS, "task")
+        if not self.seeds:
+            raise ConfigError("sweep.quality.seeds: empty list (give at least one seed)")
+        try:
+            super().check()
+        except ValueError as exc:
+            raise ConfigError(f"sweep.quality.{exc}") from exc
+        for task, params in self.task_params.items():
+            if task not in TASKS:
+                raise ConfigError(
+                    f"sweep.quality.task_params.{task}: unknown task (known: {', '.join(sorted(TASKS))})"
+                )
+            try:
+                quality_json(str(task), params, self.recipe())
+            except ValueError as exc:
+                raise ConfigError(f"sweep.quality.task_params.{task}.{exc}") from exc
+
+
+@dataclass
+class SweepConf:
+    """One grid: a file orchestrator/conf/sweep/<name>.yaml, whose values replace these defaults."""
+
+    name: str = setting(
+        MISSING, "the sweep's name, set by its file: MLflow experiment, results and report folder"
+    )
+    description: str = setting("", "what the sweep is for, in one line")
+    variants: list[str] = setting(["mha"], "attention variants: one file each in workloads/variants/")
+    backends: list[str] = setting(["torch-sdpa"], f"backends: {', '.join(sorted(BACKENDS))}")
+    phases: list[str] = setting(["prefill"], f"phases: {', '.join(PHASES)}")
+    axes: AxesConf = field(default_factory=AxesConf)
+    params: dict[str, dict[str, Any]] = field(
+        default_factory=lambda: {name: dict(v.param_defaults) for name, v in sorted(VARIANTS.items())},
+        metadata={
+            "help": "a variant's own parameters, e.g. sweep.params.mla.latent_dim=256 (no `+` needed); "
+            "a list is an axis: sweep.params.moh.top_k=[2,4,6]",
+            "entry": "variant",
+        },
+    )
+    quality: QualityConf = field(default_factory=QualityConf)
+
+    def check(self) -> None:
+        if not SWEEP_NAME.match(self.name):
+            raise ConfigError(
+                f"sweep.name: {self.name!r} is not a plain name (letters, digits, '_', '.', '-')"
+            )
+        _check_choices("sweep.variants", self.variants, VARIANTS, "variant")
+        _check_choices("sweep.backends", self.backends, BACKENDS, "backend")
+        _check_choices("sweep.phases", self.phases, PHASES, "phase")
+        self.axes.check()
+        self.quality.check()
+        for variant_name, params in self.params.items():
+            if variant_name not in VARIANTS:
+                raise ConfigError(f"sweep.params.{variant_name}: unknown variant {variant_name!r}")
+            try:
+                param_grid(variant_name, params)
+            except ValueError as exc:
+                raise ConfigError(f"sweep.params.{variant_name}.{exc}") from exc
+
+
+@dataclass
+class RayConf:
+    """Where trials run with executor=ray, and how failing ones end."""
+
+    address: str | None = setting(None, "null starts a local instance; auto or host:port joins a cluster")
+    num_cpus: int | None = setting(None, "local instance only: CPUs to declare (null: all of this machine's)")
+    num_gpus: int | None = setting(None, "local instance only: GPUs to declare (null: detect)")
+    # Each worker holds its own torch: on an instance the sweep starts, a big machine would fill its memory.
+    cpu_workers: int | None = setting(
+        None,
+        "CPU actors when the cluster has no GPU (with GPUs: one per GPU); null: every CPU slot of a "
+        "joined cluster (ray.address), at most 2 on a local instance; actors spread over the nodes",
+    )
+    cpus_per_worker: int = setting(1, "CPUs (and torch threads) per CPU actor")
+    trial_timeout_s: float | None = setting(
+        1800.0, "a trial running longer is a `timeout` row and its worker is replaced (null: no limit)"
+    )
+    max_attempts: int = setting(
+        2, "runs of a trial whose worker died (SIGKILL, a poisoned CUDA context) before it is an `error` row"
+    )
+
+    def check(self) -> None:
+        for key in ("cpu_workers", "cpus_per_worker", "max_attempts"):
+            if getattr(self, key) is not None and getattr(self, key) < 1:
+                raise ConfigError(f"ray.{key}: {getattr(self, key)} must be at least 1")
+        if self.trial_timeout_s is not None and self.trial_timeout_s <= 0:
+            raise ConfigError(
+                f"ray.trial_timeout_s: {self.trial_timeout_s} must be positive (null: no limit)"
+            )
+
+
+@dataclass
+class TrackingConf:
+    """MLflow: experiment = sweep, one parent run per invocation, one child run per trial."""
+
+    enabled: bool = setting(True, "log to MLflow (the Parquet dataset is written either way)")
+    uri: str | None = setting(
+        None, "null: MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here; http://host:5000 for a server"
+    )
+
+
+@dataclass
+class Config:
+    sweep: SweepConf = field(default_factory=SweepConf)
+    executor: str = setting("ray", "ray, or local: the same trials in this process, without Ray")
+    results_dir: str = setting(
+        "results", "the dataset goes under <results_dir>/<sweep.name>/ (or s3://, gs://)"
+    )
+    reports_dir: str = setting("reports", "the report goes under <reports_dir>/<sweep.name>/")
+    report: bool = setting(True, "build the report (index.html, summary.md) when the run ends")
+    report_baseline: str = setting(
+        "mha/torch-sdpa", "VARIANT/BACKEND the report's speedups are measured against"
+    )
+    progress: str = setting(
+        "auto", "auto (a live bar on a terminal, one line per trial otherwise), bar, lines or off"
+    )
+    resume: bool = setting(
+        True, "skip trials the store holds as ok, oom or unsupported (false: measure all again, a new run)"
+    )
+    retry_failed: bool = setting(True, "on resume, run trials whose latest row is error or timeout again")
+    max_trials: int = setting(2000, "a larger plan is refused with its size; pass max_trials=N to run it")
+    ray: RayConf = field(default_factory=RayConf)
+    tracking: TrackingConf = field(default_factory=TrackingConf)
+    measure: MeasureSettings = field(default_factory=MeasureSettings)
+
+    def check(self) -> None:
+        """Everything the planner and the executors rely on; ConfigError on the first problem."""
+        from analysis.baseline import Baseline
+
+        try:
+            Baseline.parse(self.report_baseline)
+        except ValueError as exc:
+            raise ConfigError(f"report_baseline: {exc}") from exc
+        self.sweep.check()
+        if self.executor not in EXECUTORS:
+            raise ConfigError(f"executor: {self.executor!r} is not one of {', '.join(EXECUTORS)}")
+        if self.progress not in PROGRESS_MODES:
+            raise ConfigError(f"progress: {self.progress!r} is not one of {', '.join(PROGRESS_MODES)}")
+        self.ray.check()
+        if self.max_trials < 1:
+            raise ConfigError(f"max_trials: {self.max_trials} must be at least 1")
+        _check_results_dir(self.results_dir)
+        if self.executor == "local" and self.ray.address:
+            raise ConfigError(
+                f"ray.address={self.ray.address}: executor=local runs without Ray (drop one of the two)"
+            )
+        try:
+            self.measure.check()
+        except ValueError as exc:
+            raise ConfigError(f"measure.{exc}") from exc
+
+
+ConfigStore.instance().store(name="attnsweep_schema", node=Config)
+
+
+def available_sweeps(sweep_dirs: tuple[str, ...] = ()) -> list[str]:
     folders = [files("orchestrator.conf") / "sweep", *(Path(d) / "sweep" for d in sweep_dirs)]
     return sorted(
         {
@@ -159,20 +301,11 @@ def _search_path(sweep_dirs: tuple[str, ...]) -> list[str]:
     return ["hydra.searchpath=[" + ",".join(f"file://{Path(d).resolve()}" for d in sweep_dirs) + "]"]
 
 
-def _yaml_cause(exc: BaseException) -> yaml.MarkedYAMLError | None:
-    while exc is not None:
-        if isinstance(exc, yaml.MarkedYAMLError):
-            return exc
+def _cause(exc: BaseException | None, kind: type) -> BaseException | None:
+    """The first exception of type `kind` in the chain of `exc` (Hydra wraps what went wrong)."""
+    while exc is not None and not isinstance(exc, kind):
         exc = exc.__cause__ or exc.__context__
-    return None
-
-
-def _omegaconf_cause(exc: BaseException) -> OmegaConfBaseException | None:
-    while exc is not None:
-        if isinstance(exc, OmegaConfBaseException):
-            return exc
-        exc = exc.__cause__ or exc.__context__
-    return None
+    return exc
 
 
 def _one_line(exc: BaseException, overrides: list[str], sweep_dirs: tuple[str, ...] = ()) -> str:
@@ -180,12 +313,12 @@ def _one_line(exc: BaseException, overrides: list[str], sweep_dirs: tuple[str, .
     wanted = next((o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0] == "sweep"), "?")
     if isinstance(exc, MissingConfigException) and "sweep" in str(exc):
         return f"sweep={wanted}: no such sweep (available: {', '.join(available_sweeps(sweep_dirs))})"
-    malformed = _yaml_cause(exc)
+    malformed = _cause(exc, yaml.MarkedYAMLError)
     if malformed is not None:
         mark = malformed.problem_mark
         where = f"{mark.name}, line {mark.line + 1}, column {mark.column + 1}" if mark else "?"
         return f"sweep={wanted}: malformed YAML ({where}: {malformed.problem})"
-    cause = _omegaconf_cause(exc)
+    cause = _cause(exc, OmegaConfBaseException)
     if cause is not None and getattr(cause, "full_key", None):
         reason = str(cause).splitlines()[0]
         if re.search(r"Key '.*' (is )?not in|Missing key", reason):
@@ -219,8 +352,9 @@ def _open_params(overrides: list[str]) -> list[str]:
     return [f"++{o}" if o.startswith(open_keys) else o for o in overrides]
 
 
-def compose_config(overrides: list[str], sweep_dirs: tuple[str, ...] = ()) -> DictConfig:
-    """The composed config (defaults + overrides, sweeps also from `sweep_dirs`), typed and in struct mode."""
+def compose_config(overrides: list[str], sweep_dirs: tuple[str, ...] = ()) -> Config:
+    """The composed config (defaults + overrides, sweeps also from `sweep_dirs`) as its typed object,
+    not yet checked."""
     overrides = list(overrides)
     _check_syntax(overrides)
     search_path = _search_path(sweep_dirs)
@@ -233,109 +367,13 @@ def compose_config(overrides: list[str], sweep_dirs: tuple[str, ...] = ()) -> Di
         OmegaConf.set_struct(schema, True)
         OmegaConf.set_struct(schema.sweep.params, False)  # open: each variant checks its own params
         OmegaConf.set_struct(schema.sweep.quality.task_params, False)  # open: each task checks its own
-        OmegaConf.merge(schema, OmegaConf.to_container(cfg))
+        return OmegaConf.to_object(OmegaConf.merge(schema, OmegaConf.to_container(cfg)))
     except (HydraException, OmegaConfBaseException, ValueError, yaml.YAMLError) as exc:
         raise ConfigError(_one_line(exc, overrides, sweep_dirs)) from exc
-    return cfg
 
 
-def _check_choices(key: str, values: list, allowed, what: str) -> None:
-    if not values:
-        raise ConfigError(f"{key}: empty list (give at least one {what})")
-    for value in values:
-        if value not in allowed:
-            raise ConfigError(f"{key}: unknown {what} {value!r} (known: {', '.join(sorted(allowed))})")
-
-
-def validate(cfg: DictConfig) -> None:
-    from analysis.baseline import Baseline
-
-    try:
-        Baseline.parse(cfg.report_baseline)
-    except ValueError as exc:
-        raise ConfigError(f"report_baseline: {exc}") from exc
-    """Everything the planner and the executors rely on; raises ConfigError on the first problem."""
-    sweep = cfg.sweep
-    if not SWEEP_NAME.match(sweep.name):
-        raise ConfigError(f"sweep.name: {sweep.name!r} is not a plain name (letters, digits, '_', '.', '-')")
-    _check_choices("sweep.variants", list(sweep.variants), VARIANTS, "variant")
-    _check_choices("sweep.backends", list(sweep.backends), BACKENDS, "backend")
-    _check_choices("sweep.phases", list(sweep.phases), PHASES, "phase")
-    _check_choices("sweep.axes.dtype", list(sweep.axes.dtype), DTYPES, "dtype")
-    for axis in ("batch", "seq_len", "n_heads", "n_kv_heads", "head_dim"):
-        values = list(sweep.axes[axis])
-        if not values:
-            raise ConfigError(f"sweep.axes.{axis}: empty list")
-        for value in values:
-            if value <= 0:
-                raise ConfigError(f"sweep.axes.{axis}: {value} is not a positive integer")
-    if not list(sweep.axes.causal):
-        raise ConfigError("sweep.axes.causal: empty list")
-    for value in sweep.axes.d_model:
-        if value <= 0:
-            raise ConfigError(f"sweep.axes.d_model: {value} is not a positive integer")
-    _validate_quality(sweep.quality)
-    for variant_name, params in sweep.params.items():
-        if variant_name not in VARIANTS:
-            raise ConfigError(f"sweep.params.{variant_name}: unknown variant {variant_name!r}")
-        try:
-            param_grid(variant_name, OmegaConf.to_container(params))
-        except ValueError as exc:
-            raise ConfigError(f"sweep.params.{variant_name}.{exc}") from exc
-    if cfg.executor not in EXECUTORS:
-        raise ConfigError(f"executor: {cfg.executor!r} is not one of {', '.join(EXECUTORS)}")
-    if cfg.progress not in PROGRESS_MODES:
-        raise ConfigError(f"progress: {cfg.progress!r} is not one of {', '.join(PROGRESS_MODES)}")
-    for key in ("cpu_workers", "cpus_per_worker", "max_attempts"):
-        if cfg.ray[key] is not None and cfg.ray[key] < 1:
-            raise ConfigError(f"ray.{key}: {cfg.ray[key]} must be at least 1")
-    if cfg.ray.trial_timeout_s is not None and cfg.ray.trial_timeout_s <= 0:
-        raise ConfigError(f"ray.trial_timeout_s: {cfg.ray.trial_timeout_s} must be positive (null: no limit)")
-    if cfg.max_trials < 1:
-        raise ConfigError(f"max_trials: {cfg.max_trials} must be at least 1")
-    _validate_results_dir(cfg.results_dir)
-    if cfg.executor == "local" and cfg.ray.address:
-        raise ConfigError(
-            f"ray.address={cfg.ray.address}: executor=local runs without Ray (drop one of the two)"
-        )
-    for key in ("warmup_ms", "rep_ms", "min_run_time_s"):
-        if cfg.measure[key] <= 0:
-            raise ConfigError(f"measure.{key}: {cfg.measure[key]} must be positive")
-
-
-def _validate_results_dir(results_dir: str) -> None:
-    """A URI must be one the results store can use; whether it can be written is checked when a run
-    starts (orchestrator.sweep.check_writable), so validating contacts no object store."""
-    from analysis.store import check_uri, is_uri
-
-    if is_uri(results_dir):
-        try:
-            check_uri(results_dir)
-        except ValueError as exc:
-            raise ConfigError(f"results_dir={results_dir}: {str(exc).strip().splitlines()[0]}") from exc
-
-
-def _validate_quality(quality: DictConfig) -> None:
-    _check_choices("sweep.quality.tasks", list(quality.tasks), TASKS, "task")
-    if not list(quality.seeds):
-        raise ConfigError("sweep.quality.seeds: empty list (give at least one seed)")
-    train = {key: quality[key] for key in TRAIN_KEYS}
-    try:
-        check_settings(train_settings(train, batch_size=1, seed=0))
-    except ValueError as exc:
-        raise ConfigError(f"sweep.quality.{exc}") from exc
-    for task, params in quality.task_params.items():
-        if task not in TASKS:
-            raise ConfigError(
-                f"sweep.quality.task_params.{task}: unknown task (known: {', '.join(sorted(TASKS))})"
-            )
-        try:
-            quality_json(str(task), OmegaConf.to_container(params), train)
-        except ValueError as exc:
-            raise ConfigError(f"sweep.quality.task_params.{task}.{exc}") from exc
-
-
-def load_config(overrides: list[str], sweep_dirs: tuple[str, ...] = ()) -> DictConfig:
+def load_config(overrides: list[str], sweep_dirs: tuple[str, ...] = ()) -> Config:
+    """The checked, typed config of a command line's overrides; ConfigError on the first problem."""
     cfg = compose_config(overrides, sweep_dirs)
-    validate(cfg)
+    cfg.check()
     return cfg

@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 
 from omegaconf import OmegaConf
 
-from orchestrator.config import ConfigError, load_config
+from orchestrator.config import Config, ConfigError, load_config
 from orchestrator.planning import plan_to_run
 from workloads.environment import CODE_VERSION_ENV, code_version
 
@@ -82,7 +82,7 @@ def job_overrides(overrides: list[str]) -> list[str]:
     return [*overrides, *extra]
 
 
-def _default_reports_dir(cfg, overrides: list[str]) -> str | None:
+def _default_reports_dir(cfg: Config, overrides: list[str]) -> str | None:
     """The job runs in a temporary directory on the head node: results and reports go to absolute
     paths there, or results to an object store (ConfigError otherwise). Returns where reports go
     when the user did not say: beside a local results_dir (None: the user said, or there is no
@@ -128,7 +128,7 @@ def prepare(overrides: list[str]) -> Submission:
         )
     overrides = job_overrides(list(overrides))
     cfg = load_config(overrides)
-    plan_to_run(cfg)  # the same checks as `attnsweep run`, before anything is sent
+    plan_to_run(cfg.sweep, cfg.max_trials)  # the same checks as `attnsweep run`, before anything is sent
     reports_dir = _default_reports_dir(cfg, overrides)
     if reports_dir is not None:
         overrides.append(f"reports_dir={reports_dir}")

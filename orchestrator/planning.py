@@ -6,10 +6,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
-
-from orchestrator.config import ConfigError
-from workloads.quality.spec import TRAIN_KEYS, check_settings, quality_json, trial_settings, trial_task
+from orchestrator.config import AxesConf, ConfigError, QualityConf, SweepConf
+from workloads.quality.spec import quality_json, trial_settings, trial_task
 from workloads.trial import TRAINED_PHASES, Trial
 from workloads.variants import InvalidPoint, get_variant, param_grid
 
@@ -30,10 +28,10 @@ class Plan:
         return "\n".join(lines)
 
 
-def _shape_points(axes: DictConfig) -> list[dict[str, Any]]:
+def _shape_points(axes: AxesConf) -> list[dict[str, Any]]:
     """Every combination of the axes. With a d_model axis, head_dim is d_model / n_heads instead of
     the head_dim axis: heads compared at one width."""
-    values = {axis: list(axes[axis]) for axis in AXES}
+    values = {axis: list(getattr(axes, axis)) for axis in AXES}
     widths = list(axes.d_model)
     if widths:
         values["head_dim"] = widths  # read as d_model below
@@ -55,16 +53,14 @@ def _apply_width(point: dict[str, Any]) -> dict[str, Any]:
     return {**point, "head_dim": d_model // n_heads}
 
 
-def _trained_settings(sweep: DictConfig, phase: str) -> list[tuple[str, int | None]]:
+def _trained_settings(quality: QualityConf, phase: str) -> list[tuple[str, int | None]]:
     """(quality JSON, seed) of each model a trained phase trains; one empty setting otherwise."""
     if phase not in TRAINED_PHASES:
         return [("", None)]
-    quality = sweep.quality
-    train = {key: quality[key] for key in TRAIN_KEYS}
     settings = []
     for task in quality.tasks:
-        params = OmegaConf.to_container(quality.task_params[task]) if task in quality.task_params else {}
-        settings += [(quality_json(task, params, train), int(seed)) for seed in quality.seeds]
+        params = quality.task_params.get(task, {})
+        settings += [(quality_json(task, params, quality.recipe()), int(seed)) for seed in quality.seeds]
     return settings
 
 
@@ -81,7 +77,7 @@ def _check_trained(trial: Trial) -> None:
     task = json.loads(trial.quality)["task"]
     try:
         trial_task(trial)
-        check_settings(trial_settings(trial))
+        trial_settings(trial).check()
     except ValueError as exc:
         key = str(exc).split(":", 1)[0]
         axis = key if key in ("batch", "seq_len") else "quality"
@@ -89,29 +85,28 @@ def _check_trained(trial: Trial) -> None:
         raise InvalidPoint(axis, f"{where}: {exc}") from exc
 
 
-def plan_to_run(cfg: DictConfig) -> Plan:
-    """The plan of a config that is about to run (here or as a submitted job): a plan above
+def plan_to_run(sweep: SweepConf, max_trials: int) -> Plan:
+    """The plan of a sweep that is about to run (here or as a submitted job): a plan above
     `max_trials` is a ConfigError that prints its size and the override that runs it."""
-    plan = plan_trials(cfg.sweep)
-    if len(plan.trials) > cfg.max_trials:
+    plan = plan_trials(sweep)
+    if len(plan.trials) > max_trials:
         raise ConfigError(
-            f"max_trials={cfg.max_trials}: the plan has {len(plan.trials)} trials; "
+            f"max_trials={max_trials}: the plan has {len(plan.trials)} trials; "
             f"pass max_trials={len(plan.trials)} to run them all (`attnsweep plan` lists them)"
         )
     return plan
 
 
-def plan_trials(sweep: DictConfig | dict[str, Any]) -> Plan:
+def plan_trials(sweep: SweepConf) -> Plan:
     """Trials of the sweep in grid order, without duplicates (an axis a variant ignores, such as
     n_kv_heads for mha, collapses to one trial). A variant left with no valid point is a ConfigError."""
-    sweep = OmegaConf.create(sweep) if isinstance(sweep, dict) else sweep
     shapes = _shape_points(sweep.axes)
-    trained = {phase: _trained_settings(sweep, phase) for phase in sweep.phases}
+    trained = {phase: _trained_settings(sweep.quality, phase) for phase in sweep.phases}
     plan = Plan(trials=[])
     seen: set[str] = set()
     for variant_name in sweep.variants:
         variant = get_variant(variant_name)
-        given = OmegaConf.to_container(sweep.params[variant_name]) if variant_name in sweep.params else {}
+        given = sweep.params.get(variant_name, {})
         planned, invalid_axis = 0, "n_heads"
         for params, phase, backend in itertools.product(
             param_grid(variant_name, given), sweep.phases, sweep.backends

@@ -1,5 +1,6 @@
 """One invocation of a sweep: plan, run on an executor, store and track each result, report."""
 
+import dataclasses
 import datetime as dt
 import json
 import secrets
@@ -10,10 +11,9 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.fs as pafs
-from omegaconf import DictConfig, OmegaConf
 
 from analysis.store import ResultStore, StoreLock, dataset_name, join, local_path, probe, trial_history
-from orchestrator.config import ConfigError
+from orchestrator.config import Config, ConfigError
 from orchestrator.executors import LocalExecutor, RayExecutor, make_executor
 from orchestrator.planning import Plan, plan_trials
 from orchestrator.progress import SweepProgress
@@ -61,7 +61,7 @@ def make_records(context: dict, trial: Trial, result: TrialResult) -> list[dict]
     return rows
 
 
-def _flat_params(cfg: DictConfig) -> dict[str, str]:
+def _flat_params(cfg: Config) -> dict[str, str]:
     """The resolved config as flat MLflow params ("sweep.axes.seq_len": "[64, 128]")."""
     flat = {}
 
@@ -72,7 +72,7 @@ def _flat_params(cfg: DictConfig) -> dict[str, str]:
             else:
                 flat[f"{prefix}{key}"] = str(value)
 
-    walk(OmegaConf.to_container(cfg, resolve=True), "")
+    walk(dataclasses.asdict(cfg), "")
     return flat
 
 
@@ -95,13 +95,15 @@ def check_writable(results_dir: str) -> None:
         raise ConfigError(f"results_dir={results_dir}: cannot write results there ({reason})") from exc
 
 
-def trials_to_run(cfg: DictConfig, trials: list[Trial], results_path: Path | str) -> tuple[list[Trial], dict]:
+def trials_to_run(
+    trials: list[Trial], results_path: Path | str, resume: bool, retry_failed: bool
+) -> tuple[list[Trial], dict]:
     """(trials still to run, rows each trial already has in the store). With resume, a trial whose
     latest row has a terminal status is done (also error/timeout when retry_failed=false)."""
-    if not cfg.resume:
+    if not resume:
         return list(trials), {}
     history = trial_history(results_path)
-    finished = TERMINAL if cfg.retry_failed else (*TERMINAL, "error", "timeout")
+    finished = TERMINAL if retry_failed else (*TERMINAL, "error", "timeout")
     done = set(history.index[history["status"].isin(finished)])
     return [t for t in trials if t.trial_id not in done], history["attempts"].to_dict()
 
@@ -129,31 +131,33 @@ def estimated_seconds(trial: Trial) -> float:
     return seconds
 
 
-def run_sweep(cfg: DictConfig, plan: Plan | None = None) -> SweepOutcome:
+def run_sweep(cfg: Config, plan: Plan | None = None) -> SweepOutcome:
     """Run a validated config end to end; every trial ends as a row, failures included.
     Raises ConfigError (results_dir not writable), ExecutorError (Ray unreachable) or StoreBusy
     (another run writes this sweep's dataset) before any trial runs."""
     plan = plan or plan_trials(cfg.sweep)
     check_writable(cfg.results_dir)
     results_path = join(cfg.results_dir, cfg.sweep.name)
-    if not trials_to_run(cfg, plan.trials, results_path)[0]:  # all done already: nothing to start
+    still_to_run, _ = trials_to_run(plan.trials, results_path, cfg.resume, cfg.retry_failed)
+    if not still_to_run:  # all done already: nothing to start
         return _nothing_to_run(cfg, results_path, len(plan.trials))
     # Connect first: a cluster that cannot be reached fails here, before any run or file exists.
-    with make_executor(cfg.executor, OmegaConf.to_object(cfg.ray)) as executor:
+    with make_executor(cfg.executor, cfg.ray) as executor:
         with StoreLock(results_path):  # what is done is decided under the lock
-            todo, previous = trials_to_run(cfg, plan.trials, results_path)
+            todo, previous = trials_to_run(plan.trials, results_path, cfg.resume, cfg.retry_failed)
             outcome = _run(cfg, schedule(todo), previous, executor)
             outcome.already_done = len(plan.trials) - len(todo)
             return outcome
 
 
-def _nothing_to_run(cfg: DictConfig, results_path: Path | str, n_trials: int) -> SweepOutcome:
-    report = _build_report(results_path, Path(cfg.reports_dir) / cfg.sweep.name, cfg) if cfg.report else None
+def _nothing_to_run(cfg: Config, results_path: Path | str, n_trials: int) -> SweepOutcome:
+    out_dir = Path(cfg.reports_dir) / cfg.sweep.name
+    report = _build_report(results_path, out_dir, cfg.report_baseline) if cfg.report else None
     return SweepOutcome("", results_path, report, {}, None, already_done=n_trials)
 
 
 def _run(
-    cfg: DictConfig, trials: list[Trial], previous: dict[str, int], executor: LocalExecutor | RayExecutor
+    cfg: Config, trials: list[Trial], previous: dict[str, int], executor: LocalExecutor | RayExecutor
 ) -> SweepOutcome:
     sweep, run_id = cfg.sweep.name, new_run_id()
     context = {"sweep": sweep, "run_id": run_id, "code_version": code_version()}
@@ -172,11 +176,10 @@ def _run(
         counts[result.status] = counts.get(result.status, 0) + 1
         progress.update(trial, result)
 
-    settings = OmegaConf.to_object(cfg.measure)
     mlflow_status = "FAILED"
     try:
         with progress:
-            executor.run(trials, settings, on_result)
+            executor.run(trials, cfg.measure, on_result)
         mlflow_status = "FINISHED"
     except KeyboardInterrupt:
         mlflow_status = "KILLED"
@@ -185,7 +188,7 @@ def _run(
         final = store.finalize()
         report_path = None
         if cfg.report and final is not None and mlflow_status == "FINISHED":
-            report_path = _build_report(store.path, Path(cfg.reports_dir) / sweep, cfg)
+            report_path = _build_report(store.path, Path(cfg.reports_dir) / sweep, cfg.report_baseline)
         if tracker is not None:
             with tempfile.TemporaryDirectory() as scratch:
                 # The run's compacted file is exactly this run's rows: it is the dataset artifact.
@@ -210,7 +213,7 @@ def _local_file(path: Path | str, scratch: str) -> Path | None:
     return copy
 
 
-def _start_tracking(cfg: DictConfig, run_id: str, version: str):
+def _start_tracking(cfg: Config, run_id: str, version: str):
     from orchestrator.tracking import Tracker
 
     try:
@@ -230,7 +233,7 @@ def _start_tracking(cfg: DictConfig, run_id: str, version: str):
         return None
 
 
-def _build_report(results_path: Path | str, out_dir: Path, cfg: DictConfig) -> Path:
+def _build_report(results_path: Path | str, out_dir: Path, baseline: str) -> Path:
     from analysis.report import build_report
 
-    return build_report(results_path, out_dir, baseline=cfg.report_baseline).html
+    return build_report(results_path, out_dir, baseline=baseline).html

@@ -8,7 +8,7 @@ taken from datasheets, and cached per process.
 import functools
 import statistics
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch.utils import benchmark
@@ -16,13 +16,30 @@ from torch.utils import benchmark
 
 @dataclass
 class MeasureSettings:
-    """How trials are measured; also the `measure` node of the sweep config."""
+    """How trials are measured; also the `measure` section of the sweep config, whose keys, defaults
+    and docs (`attnsweep keys measure`) are these fields."""
 
-    warmup_ms: float = 25.0  # GPU: do_bench warm-up after the first (compiling) call
-    rep_ms: float = 100.0  # GPU: do_bench measuring time
-    min_run_time_s: float = 0.5  # CPU: blocked_autorange budget
-    seed: int = 0
-    check_accuracy: bool = True
+    warmup_ms: float = field(
+        default=25.0, metadata={"help": "GPU: do_bench warm-up after the first (compiling) call"}
+    )
+    rep_ms: float = field(default=100.0, metadata={"help": "GPU: do_bench measuring time per trial"})
+    min_run_time_s: float = field(
+        default=0.5, metadata={"help": "CPU: torch.utils.benchmark blocked_autorange budget per trial"}
+    )
+    seed: int = field(
+        default=0,
+        metadata={"help": "inputs are drawn from this seed and the point (the same for every backend)"},
+    )
+    check_accuracy: bool = field(
+        default=True,
+        metadata={"help": "compare each backend with the high-precision reference before timing"},
+    )
+
+    def check(self) -> None:
+        """ValueError "key: reason" for settings no measurement can run with."""
+        for key in ("warmup_ms", "rep_ms", "min_run_time_s"):
+            if getattr(self, key) <= 0:
+                raise ValueError(f"{key}: {getattr(self, key)} must be positive")
 
 
 @dataclass(frozen=True)

@@ -72,7 +72,7 @@ def test_variant_params_enter_the_trial():
 
 def test_every_variants_defaults_are_in_the_config_and_overridable_without_plus():
     cfg = load_config(["sweep.variants=[mla]", "sweep.params.mla.latent_dim=256"])
-    assert cfg.sweep.params.moba.block_size == 512 and cfg.sweep.params.mla.rope_dim == 64
+    assert cfg.sweep.params["moba"]["block_size"] == 512 and cfg.sweep.params["mla"]["rope_dim"] == 64
     trial = plan_trials(cfg.sweep).trials[0]
     assert trial.param_dict == {"latent_dim": 256, "rope_dim": 64}
 

@@ -17,13 +17,11 @@ import torch
 
 from workloads.quality.pruning import prune_greedily
 from workloads.quality.tasks import TASKS, Task, check_task_params, make_task
-from workloads.quality.train import TrainSettings, datasets, deterministic, train_variant
+from workloads.quality.train import TrainRecipe, TrainSettings, datasets, deterministic, train_variant
 from workloads.trial import Trial, TrialResult, canonical_json
 
-# Settings that come from the trial itself, or only shape the logged curve, are not part of the JSON.
-TRAIN_KEYS = tuple(
-    f.name for f in dataclasses.fields(TrainSettings) if f.name not in ("batch_size", "seed", "log_every")
-)
+# The JSON's "train" keys: the recipe. What the trial gives, or only shapes the logged curve, is not.
+TRAIN_KEYS = tuple(f.name for f in dataclasses.fields(TrainRecipe))
 CURVE_POINTS = 50  # logged points of the training curve, whatever the number of steps
 
 
@@ -52,8 +50,7 @@ def quality_json(task: str, task_params: dict[str, Any], train: dict[str, Any]) 
     unknown = sorted(set(train) - set(TRAIN_KEYS))
     if unknown:
         raise ValueError(f"{unknown[0]}: not a training setting (known: {', '.join(TRAIN_KEYS)})")
-    defaults = TrainSettings()
-    settings = _typed(TrainSettings, {key: train.get(key, getattr(defaults, key)) for key in TRAIN_KEYS})
+    settings = _typed(TrainRecipe, {**TrainRecipe().recipe(), **train})
     task_params = _typed(TASKS[task], task_params)
     return canonical_json(
         {"task": task, "task_params": {**task_defaults(task), **task_params}, "train": settings}
@@ -76,24 +73,10 @@ def trial_settings(trial: Trial) -> TrainSettings:
     return train_settings(json.loads(trial.quality)["train"], batch_size=trial.batch, seed=trial.seed)
 
 
-def check_settings(settings: TrainSettings) -> None:
-    """ValueError "key: reason" for settings no training can run with."""
-    for key in ("steps", "batch_size", "n_train", "n_eval", "n_layers"):
-        if getattr(settings, key) < 1:
-            raise ValueError(f"{key}: must be at least 1, got {getattr(settings, key)}")
-    if settings.lr <= 0:
-        raise ValueError(f"lr: must be positive, got {settings.lr}")
-    for key in ("weight_decay", "warmup_steps"):
-        if getattr(settings, key) < 0:
-            raise ValueError(f"{key}: must not be negative, got {getattr(settings, key)}")
-    if settings.batch_size > settings.n_train:
-        raise ValueError(f"batch: {settings.batch_size} exceeds n_train={settings.n_train}")
-
-
 def run_trained(trial: Trial, device: torch.device, result: TrialResult) -> None:
     """Train the trial's TinyLM and score it; in phase prune, then remove heads greedily."""
     task, settings = trial_task(trial), trial_settings(trial)
-    check_settings(settings)
+    settings.check()
     # The layer is the variant's trainable reference math, as in phase train.
     layer_trial = replace(trial, phase="train", backend="torch-ref")
     model, outcome = train_variant(layer_trial, task, settings, device)

@@ -6,10 +6,12 @@ accuracy: seeds are set for initialisation and data, and torch runs its determin
 """
 
 import contextlib
+import dataclasses
 import math
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -19,18 +21,54 @@ from workloads.quality.tasks import IGNORE, Task
 from workloads.trial import Trial
 
 
-@dataclass(frozen=True)
-class TrainSettings:
-    steps: int = 1000
-    batch_size: int = 64
-    lr: float = 1e-3
-    weight_decay: float = 0.1
-    warmup_steps: int = 50
-    n_train: int = 10_000
-    n_eval: int = 1_000
-    n_layers: int = 2
-    seed: int = 0
-    log_every: int = 25  # training-curve resolution (steps)
+@dataclass
+class TrainRecipe:
+    """How a model is trained: what a sweep chooses (`sweep.quality.<key>`, whose defaults and docs
+    these fields are) and a trial's quality JSON records as "train". The trial gives batch and seed."""
+
+    steps: int = field(
+        default=1000, metadata={"help": "training steps: AdamW, linear warm-up, then cosine decay to 0"}
+    )
+    lr: float = field(default=1e-3, metadata={"help": "peak learning rate (reached after the warm-up)"})
+    weight_decay: float = field(default=0.1, metadata={"help": "AdamW weight decay"})
+    warmup_steps: int = field(default=50, metadata={"help": "steps of linear warm-up"})
+    n_train: int = field(default=10_000, metadata={"help": "training examples (visited in seeded order)"})
+    n_eval: int = field(default=1_000, metadata={"help": "held-out examples the accuracy is measured on"})
+    n_layers: int = field(default=2, metadata={"help": "blocks of the tiny language model"})
+
+    def check(self) -> None:
+        """ValueError "key: reason" for settings no training can run with."""
+        _check_at_least_one(self, ("steps", "n_train", "n_eval", "n_layers"))
+        if self.lr <= 0:
+            raise ValueError(f"lr: must be positive, got {self.lr}")
+        for key in ("weight_decay", "warmup_steps"):
+            if getattr(self, key) < 0:
+                raise ValueError(f"{key}: must not be negative, got {getattr(self, key)}")
+
+    def recipe(self) -> dict[str, Any]:
+        """The recipe's own settings, a subclass's left out: a quality JSON's "train" part."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(TrainRecipe)}
+
+
+@dataclass
+class TrainSettings(TrainRecipe):
+    """A recipe with what the trial gives: everything one training run needs."""
+
+    batch_size: int = field(default=64, metadata={"help": "examples per step (the trial's batch)"})
+    seed: int = field(default=0, metadata={"help": "initialisation, data and order (the trial's seed)"})
+    log_every: int = field(default=25, metadata={"help": "training-curve resolution (steps)"})
+
+    def check(self) -> None:
+        _check_at_least_one(self, ("steps", "batch_size", "n_train", "n_eval", "n_layers"))
+        super().check()
+        if self.batch_size > self.n_train:
+            raise ValueError(f"batch: {self.batch_size} exceeds n_train={self.n_train}")
+
+
+def _check_at_least_one(settings: TrainRecipe, keys: tuple[str, ...]) -> None:
+    for key in keys:
+        if getattr(settings, key) < 1:
+            raise ValueError(f"{key}: must be at least 1, got {getattr(settings, key)}")
 
 
 @dataclass
