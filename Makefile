@@ -4,19 +4,39 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test setup lint clean wheelhouse
+.PHONY: demo test setup lint clean wheelhouse lock
 
 setup: $(STAMP)
 
-# torch first and pinned: a bare `torch` requirement could pull a multi-GB CUDA build. Triton pinned
-# too: the ahead-of-time compile for sm_90 (kernels/aot.py, in the tests) binds launches through
-# Triton's runtime internals, checked against this version (and 3.6, the GPU image's).
-$(STAMP): pyproject.toml
+# torch pinned: a bare `torch` requirement could pull a multi-GB CUDA build. Triton pinned too: the
+# ahead-of-time compile for sm_90 (kernels/aot.py, in the tests) binds launches through Triton's
+# runtime internals, checked against this version (and 3.6, the GPU image's).
+TORCH_PINS := torch==2.13.0 triton==3.9.0
+# Every version .venv gets, pip and setuptools included, comes from the lock (a pip constraints file),
+# so a new Ray or MLflow release cannot change a fresh set-up; `make lock` refreshes it. -c adds to
+# the constraints the machine's pip config may have, it does not replace them. The pins are named
+# again so that a lock out of step with them fails here. A changed lock re-installs.
+LOCK := requirements.lock
+$(STAMP): pyproject.toml $(LOCK)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q torch==2.13.0 triton==3.9.0
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -c $(LOCK) --upgrade pip
+	$(PY) -m pip install -q -c $(LOCK) $(TORCH_PINS) -e '.[dev]'
 	touch $(STAMP)
+
+# The newest versions the index serves within the pins and pyproject.toml, resolved in a scratch
+# venv (.venv is left alone) and frozen into the lock. Local labels (+cpu) are dropped, as in the pins:
+# `==2.13.0` takes the +cpu wheel wherever the machine's pip finds one. The lock's leading comment
+# lines are kept.
+LOCK_VENV := .venv-lock
+lock:
+	rm -rf $(LOCK_VENV)
+	$(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/python -m pip install -q --upgrade pip
+	$(LOCK_VENV)/bin/python -m pip install -q $(TORCH_PINS) -e '.[dev]'
+	{ sed -n '/^#/!q;p' $(LOCK); $(LOCK_VENV)/bin/python -m pip freeze --all --exclude attnsweep \
+	  | sed -E 's/\+[A-Za-z0-9.]+$$//' | LC_ALL=C sort -f -t = -k 1,1; } > $(LOCK).new
+	mv $(LOCK).new $(LOCK)
+	rm -rf $(LOCK_VENV)
 
 demo: $(STAMP)
 	$(VENV)/bin/attnsweep run sweep=smoke

@@ -122,7 +122,9 @@ def accuracy_blocks(kept: pd.DataFrame) -> list[Block]:
     )
     grid, columns_are = heatmap_grid(rows)
     if grid.size:
-        caption = "Grey: no measurement. Typical: float32 < 1e-5, bf16/fp16 1e-3..1e-2 (DESIGN.md §4)."
+        caption = (
+            "Grey: no measurement. Typical: float32 < 1e-5, bf16/fp16 1e-3..1e-2 (docs/architecture.md §4)."
+        )
         svg = heatmap_svg(grid, columns_are)
         blocks.append(Block("raw", f"<figure>{svg}<figcaption>{html.escape(caption)}</figcaption></figure>"))
     brief = (

@@ -38,7 +38,7 @@ import pandas as pd
 import pyarrow as pa
 
 from analysis.rows import latest_per_trial, load_results
-from analysis.schema import CONFIG_COLUMNS
+from analysis.schema import CONFIG_COLUMNS, FAILED_STATUSES
 from analysis.store import read_results
 
 REGRESSION, NOW_FAILING = "regression", "now failing"
@@ -47,7 +47,6 @@ INTERPRETED, NO_VALUE, NOT_OK = "interpreted", "no value", "not ok on a side"
 FLAGGED = (REGRESSION, NOW_FAILING)
 MEASURED = (REGRESSION, IMPROVEMENT, WITHIN_SPREAD, WITHIN_THRESHOLD)  # the verdicts with a ratio
 VERDICTS = (NOW_FAILING, *MEASURED, INTERPRETED, NO_VALUE, NOT_OK)
-FAILED = ("error", "oom", "timeout")
 # metric -> the columns of its p20 and p80 (None: no measured spread). Both are lower-is-better times,
 # so a ratio > 1 is always worse and interpreted rows never count.
 METRICS = {"latency_ms": ("latency_ms_p20", "latency_ms_p80"), "compile_ms": None}
@@ -177,7 +176,7 @@ def _measure(rows: pd.DataFrame, metric: str) -> pd.DataFrame:
 
 def _classify(p: pd.Series, threshold: float) -> str:
     if p["base_status"] != "ok" or p["new_status"] != "ok":
-        return NOW_FAILING if p["base_status"] == "ok" and p["new_status"] in FAILED else NOT_OK
+        return NOW_FAILING if p["base_status"] == "ok" and p["new_status"] in FAILED_STATUSES else NOT_OK
     if p["base_interpreted"] or p["new_interpreted"]:
         return INTERPRETED
     if not (p["base_value"] > 0 and p["new_value"] > 0):  # NaN (no value) fails this too

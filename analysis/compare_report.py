@@ -32,7 +32,8 @@ from analysis.compare import (
 )
 from analysis.plots import axis_value
 from analysis.render import render_html, render_markdown
-from analysis.rows import TRAINED_PHASES, error_summary, point_label
+from analysis.rows import error_summary, point_label
+from analysis.schema import TRAINED_PHASES
 
 
 @dataclass(frozen=True)

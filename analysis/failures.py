@@ -1,7 +1,8 @@
 """The Failures section: what did not finish, grouped, with every traceback a click away.
 
-A failure is a result (DESIGN.md §2): the rows an oom, an error or a timeout left. Unsupported rows are
-by design and listed apart. At scale the grouped table carries the counts and the per-row list is capped.
+A failure is a result (docs/architecture.md §2): the rows an oom, an error or a timeout left.
+Unsupported rows are by design and listed apart. At scale the grouped table carries the counts and
+the per-row list is capped.
 """
 
 import html
@@ -11,6 +12,7 @@ import pandas as pd
 from analysis.blocks import Block, Cell, Table
 from analysis.plots import axis_value
 from analysis.rows import error_summary, fair_head, point_label, shown_note, text
+from analysis.schema import PLANNED_STATUSES
 
 GROUP = ["status", "variant", "backend", "phase"]
 MAX_GROUPS_MARKDOWN = 15
@@ -34,10 +36,10 @@ def failure_rows_html(failed: pd.DataFrame) -> str:
 def failures_blocks(df: pd.DataFrame, kept: pd.DataFrame) -> list[Block]:
     """The section from all rows (`df`, for the count of superseded failures) and the kept ones."""
     blocks = [Block("h2", "Failures")]
-    failed = kept[~kept["status"].isin(["ok", "unsupported"])].sort_values(
+    failed = kept[~kept["status"].isin(PLANNED_STATUSES)].sort_values(
         [*GROUP, "seq_len"], na_position="last", kind="stable"
     )
-    hidden = int((~df["status"].isin(["ok", "unsupported"])).sum()) - len(failed)
+    hidden = int((~df["status"].isin(PLANNED_STATUSES)).sum()) - len(failed)
     if hidden:
         blocks.append(
             Block(

@@ -16,7 +16,8 @@ from matplotlib.ticker import NullLocator
 
 from analysis.blocks import Block, Cell, Table, fmt
 from analysis.plots import axis_value, figure_svg, legend, log_scale, palette
-from analysis.rows import TRAINED_PHASES, measured
+from analysis.rows import measured
+from analysis.schema import TRAINED_PHASES
 
 SHAPE = ["batch", "seq_len", "head_dim", "dtype", "causal"]
 MAX_LINES = 24  # lines per panel; more: the ones measured at the most head counts

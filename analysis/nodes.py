@@ -11,9 +11,8 @@ import pandas as pd
 
 from analysis.blocks import Block, Cell, Table, fmt
 from analysis.rows import measured
-from analysis.schema import CONFIG_COLUMNS
+from analysis.schema import CONFIG_COLUMNS, FAILED_STATUSES
 
-FAILED = ("error", "oom", "timeout")
 NODE_ID_CHARS = 12  # Ray node ids are 56 hex digits; a prefix tells them apart
 
 
@@ -23,7 +22,7 @@ def node_table(df: pd.DataFrame) -> pd.DataFrame:
     table = where.groupby(["host", "node"]).agg(
         rows=("status", "size"),
         ok=("status", lambda s: int(s.eq("ok").sum())),
-        failed=("status", lambda s: int(s.isin(FAILED).sum())),
+        failed=("status", lambda s: int(s.isin(FAILED_STATUSES).sum())),
     )
     timed = measured(where)
     points = timed.groupby(list(CONFIG_COLUMNS), dropna=False)

@@ -2,11 +2,10 @@
 
 Both are rendered from one list of blocks (headings, notes, tables), so they state the same numbers;
 the plots, the long tables and the full tracebacks appear in the HTML only. Reads Parquet or a
-DataFrame and imports neither torch nor triton (DESIGN.md §1). The sections live in their own
+DataFrame and imports neither torch nor triton (docs/architecture.md §1). The sections live in their own
 modules: latency, speed (against a baseline), roofline, memory, quality, kv_cache, accuracy, failures.
 """
 
-import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,25 +18,16 @@ from analysis.baseline import DEFAULT_BASELINE, Baseline
 from analysis.blocks import Block, Cell, Table, fmt
 from analysis.failures import failures_blocks
 from analysis.kv_cache import kv_cache_blocks
-from analysis.latency import DAGGER, INTERPRETED_NOTE, latency_blocks
+from analysis.latency import latency_blocks
 from analysis.memory import memory_blocks
 from analysis.nodes import nodes_blocks
 from analysis.quality import quality_blocks
-from analysis.render import html_table, markdown_table, md_table, render_html, render_markdown
+from analysis.render import render_html, render_markdown
 from analysis.roofline import ceilings, roofline_blocks, roofline_rows
-from analysis.rows import (
-    SELECTION_RULE,
-    TRAINED_PHASES,
-    distinct,
-    error_summary,
-    latest_per_trial,
-    load_results,
-    point_label,
-)
-from analysis.schema import STATUSES
+from analysis.rows import SELECTION_RULE, distinct, latest_per_trial, load_results
+from analysis.schema import PHASES, STATUSES, TRAINED_PHASES
 from analysis.speed import glance_blocks
 
-PHASE_ORDER = ("prefill", "decode", "train")
 SELECTION_RULE_SHORT = (
     "Selection rule: each trial counts once, as its latest ok row (else its latest row); "
     "the status table counts every row."
@@ -50,22 +40,6 @@ ENVIRONMENT = (
     ("triton_version", "triton"),
     ("code_version", "code version"),
 )
-# Names other modules and scripts import from here (the renderers moved to analysis.render);
-# `_render_html` keeps its former page, without the sort script.
-_html_table, _md_table, _render_markdown, _point = html_table, md_table, render_markdown, point_label
-_render_html = functools.partial(render_html, sortable=False)
-__all__ = [
-    "DAGGER",
-    "INTERPRETED_NOTE",
-    "SELECTION_RULE",
-    "ReportPaths",
-    "build_report",
-    "error_summary",
-    "fmt",
-    "latest_per_trial",
-    "load_results",
-    "markdown_table",
-]
 
 
 @dataclass(frozen=True)
@@ -77,7 +51,7 @@ class ReportPaths:
 
 def _phases(df: pd.DataFrame) -> list[str]:
     present = list(dict.fromkeys(df["phase"]))
-    return [p for p in PHASE_ORDER if p in present] + sorted(p for p in present if p not in PHASE_ORDER)
+    return [p for p in PHASES if p in present] + sorted(p for p in present if p not in PHASES)
 
 
 def _ceilings_text(kept: pd.DataFrame) -> str:

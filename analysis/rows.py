@@ -5,10 +5,9 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.plots import axis_value
-from analysis.schema import COLUMNS, CONFIG_COLUMNS, NUMERIC_COLUMNS
+from analysis.schema import COLUMNS, CONFIG_COLUMNS, NUMERIC_COLUMNS, TRAINED_PHASES
 from analysis.store import read_results
 
-TRAINED_PHASES = ("quality", "prune")
 SELECTION_RULE = (
     "Selection rule: each trial (trial_id) appears once, as its latest ok row (by timestamp, then run_id "
     "and attempt); a trial without any ok row appears as its latest row. The status table counts every "

@@ -1,13 +1,30 @@
 """The result dataset's columns: the contract between workers, the store, MLflow and the reports.
 
-One row per trial attempt that reached a terminal status. DESIGN.md §3 lists the required columns;
+One row per trial attempt that reached a terminal status. docs/architecture.md §3 lists the required columns;
 the extra ones (attempt, flops, bytes_moved, peaks, n_params, compile_ms, versions) let a report
 redo the arithmetic without the code that produced the row.
 """
 
 import pyarrow as pa
 
+# Phase and status names, defined once for every layer: this module is the row contract, and the one
+# analysis module that workloads may import (docs/architecture.md §1).
+
+# train: forward + backward; quality: a tiny model trained and scored on a synthetic task;
+# prune: the same model trained, then its heads removed greedily (one row per number of heads kept).
+PHASES = ("prefill", "decode", "train", "quality", "prune")
+TRAINED_PHASES = ("quality", "prune")  # a model is trained: no latency, a task, a seed
+
 STATUSES = ("ok", "oom", "error", "timeout", "unsupported")
+# The trial ran as planned: measured (ok), or a point its backend does not offer (the row says why).
+PLANNED_STATUSES = ("ok", "unsupported")
+# Every other status is a failure: reports list it, MLflow closes the trial's run as FAILED.
+FAILED_STATUSES = tuple(status for status in STATUSES if status not in PLANNED_STATUSES)
+# Failures that say nothing about the point (a bug, a crash, a hang; an oom would recur at the same
+# point): resume runs them again unless retry_failed=false, and gpu_check's sweep stage fails on them.
+RERUN_STATUSES = ("error", "timeout")
+# A trial whose latest row has one of these is done: resume does not run it again.
+KEPT_BY_RESUME = tuple(status for status in STATUSES if status not in RERUN_STATUSES)
 
 _COLUMNS: list[tuple[str, pa.DataType, str]] = [
     ("sweep", pa.string(), "sweep name"),
@@ -16,7 +33,7 @@ _COLUMNS: list[tuple[str, pa.DataType, str]] = [
     ("attempt", pa.int32(), "runs of the trial: its earlier rows (resume) + its runs in this invocation"),
     ("variant", pa.string(), "variant registry name"),
     ("backend", pa.string(), "torch-ref | torch-sdpa | triton"),
-    ("phase", pa.string(), "prefill | decode | train | quality | prune"),
+    ("phase", pa.string(), " | ".join(PHASES)),
     ("batch", pa.int64(), "sequences per batch (quality/prune: per training step)"),
     ("seq_len", pa.int64(), "tokens per sequence (prefill, task length) or cached tokens (decode)"),
     ("n_heads", pa.int64(), "query heads"),
@@ -27,7 +44,7 @@ _COLUMNS: list[tuple[str, pa.DataType, str]] = [
     ("params", pa.string(), "JSON of the variant's own parameters"),
     ("quality", pa.string(), "phases quality/prune: JSON of task, task parameters, training settings"),
     ("seed", pa.int64(), "phases quality/prune: seed of initialisation, data and order"),
-    ("status", pa.string(), "ok | oom | error | timeout | unsupported"),
+    ("status", pa.string(), " | ".join(STATUSES)),
     ("error", pa.string(), "message (and traceback) for the non-ok rows"),
     ("latency_ms", pa.float64(), "median of the timed runs"),
     ("latency_ms_p20", pa.float64(), "20th percentile of the timed runs"),

@@ -35,14 +35,13 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 import triton  # noqa: E402
+from triton import knobs  # noqa: E402
 
 from kernels.aot import compile_cases, format_table  # noqa: E402
 from workloads.environment import code_version  # noqa: E402
 
 
 def ptxas_version() -> str:
-    from triton import knobs
-
     out = subprocess.run([knobs.nvidia.ptxas.path, "--version"], capture_output=True, text=True).stdout
     return out.strip().splitlines()[-1] if out.strip() else "unknown"
 

@@ -58,6 +58,7 @@ benchmarks/results/<device>/orchestration_overhead-n<N>-<time>.{md,json}.
 import argparse
 import datetime as dt
 import json
+import logging
 import os
 import platform
 import re
@@ -65,6 +66,7 @@ import statistics
 import sys
 import tempfile
 import time
+from importlib.metadata import version
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -76,9 +78,17 @@ os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
 sys.path.insert(0, str(ROOT))
 
 
+import ray  # noqa: E402
+from mlflow import MlflowClient  # noqa: E402
+from ray import tune  # noqa: E402
+
+from analysis.store import read_results  # noqa: E402
 from orchestrator.config import load_config  # noqa: E402
-from orchestrator.executors import TrialWorker  # noqa: E402
+from orchestrator.executors import RayExecutor, TrialWorker  # noqa: E402
 from orchestrator.planning import plan_trials  # noqa: E402
+from orchestrator.sweep import run_sweep  # noqa: E402
+from orchestrator.tracking import make_client  # noqa: E402
+from workloads.environment import code_version  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PATHS = {
@@ -139,8 +149,6 @@ class BareWorker(TrialWorker):
 
 
 def bare_ray(trials, settings, scratch: Path) -> dict:
-    import ray
-
     actor_class = ray.remote(num_cpus=1)(BareWorker)
     actors = [actor_class.remote(settings, 1) for _ in range(WORKERS)]
     refs = [actors[i % WORKERS].run.remote(trial) for i, trial in enumerate(trials)]
@@ -168,8 +176,6 @@ TASK_WORKER = None
 
 
 def bare_tasks(trials, settings, scratch: Path) -> dict:
-    import ray
-
     task = ray.remote(num_cpus=1)(run_as_task)
     results = ray.get([task.remote(trial, settings) for trial in trials])
     seconds = sorted(s for _, s in results)
@@ -184,8 +190,6 @@ def bare_tasks(trials, settings, scratch: Path) -> dict:
 
 
 def tune_trainable(config, trials, settings):
-    from ray import tune
-
     # The set-up of attnsweep's actors (the first call of a process imports and freezes; later ones
     # find the imports done and little to freeze), then the trial as the actors run it.
     worker = TrialWorker(settings, 1)
@@ -194,8 +198,6 @@ def tune_trainable(config, trials, settings):
 
 
 def ray_tune(trials, settings, scratch: Path) -> dict:
-    from ray import tune
-
     trainable = tune.with_resources(
         tune.with_parameters(tune_trainable, trials=trials, settings=settings), {"cpu": 1}
     )
@@ -223,8 +225,6 @@ def executor_alone(cfg):
     in flight per actor, the next sent when one returns) without the store, tracking or progress."""
 
     def run(trials, settings, scratch: Path) -> dict:
-        from orchestrator.executors import RayExecutor
-
         counts = {"ok": 0}
 
         def on_result(trial, result) -> None:
@@ -242,8 +242,6 @@ def executor_alone(cfg):
 
 def attnsweep(cfg):
     def run(trials, settings, scratch: Path) -> dict:
-        from orchestrator.sweep import run_sweep
-
         outcome = run_sweep(cfg)
         return {"ok": outcome.counts.get("ok", 0), "outcome": outcome}
 
@@ -252,15 +250,11 @@ def attnsweep(cfg):
 
 def check_attnsweep(info: dict, n: int, tracking_uri: str | None) -> None:
     """Outside the clock: N rows in Parquet, one file (compacted), and N MLflow child runs."""
-    from analysis.store import read_results
-
     outcome = info.pop("outcome")
     rows = read_results(outcome.results_path, run_id=outcome.run_id)
     info["parquet_rows"] = len(rows)
     info["parquet_files"] = len(list(Path(outcome.results_path).glob("*.parquet")))
     if tracking_uri:
-        from mlflow import MlflowClient
-
         client = MlflowClient(tracking_uri)
         experiment = client.get_experiment_by_name("overhead")
         runs = client.search_runs(
@@ -290,10 +284,6 @@ def load() -> str:
 
 
 def versions() -> dict:
-    from importlib.metadata import version
-
-    from workloads.environment import code_version
-
     names = ("ray", "mlflow", "pyarrow", "pandas", "torch", "hydra-core")
     return {
         "python": platform.python_version(),
@@ -304,8 +294,6 @@ def versions() -> dict:
 
 def prepare_mlflow(uri: str) -> float:
     """Create the SQLite store (schema migrations), as a store that exists already; seconds taken."""
-    from orchestrator.tracking import make_client
-
     start = time.perf_counter()
     make_client(uri).search_experiments()
     return time.perf_counter() - start
@@ -355,8 +343,6 @@ def settle(timeout_s: float = 120.0) -> None:
     """Wait until every CPU of the instance is free again: the previous path's actors (Tune's
     placement groups too) are released asynchronously, seconds after it returns; a path started
     before would run on one worker for a while."""
-    import ray
-
     deadline = time.monotonic() + timeout_s
     while ray.available_resources().get("CPU", 0) < WORKERS:
         if time.monotonic() > deadline:
@@ -412,10 +398,6 @@ def main(argv: list[str]) -> int:
         parser.error(f"--paths: unknown {unknown} (known: {', '.join(PATHS)})")
     if n < 1 or args.repeat < 1:
         parser.error("--trials and --repeat must be at least 1")
-
-    import logging
-
-    import ray
 
     # Without its loggers (TUNE_DISABLE_AUTO_CALLBACK_LOGGERS) Tune warns, per trial, that it cannot
     # read back result.json; the metrics come from memory all the same.

@@ -3,12 +3,17 @@ __all__ is one family, and the names in its __all__ become attributes of `kernel
 them as `workloads.backends.load_kernels().<name>`). A new family is one new folder, and
 kernels/__init__.py stays as it is: a hand-kept list there would be one more place to forget.
 
+A family may also declare the configurations `python -m kernels.aot` compiles for it: a dict
+`AOT_CASES` in its __init__.py, {case name: a function returning its launches}, each case listed
+as "<folder>/<case name>" (kernels/aot_cases.py collects them). So a new family's ahead-of-time
+check lives in its own folder too.
+
 Plain modules (_common, aot, aot_cases), subpackages named with a leading underscore and
 subpackages without __all__ are not families."""
 
 import importlib
 import pkgutil
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from types import ModuleType
 from typing import Any
 
@@ -40,3 +45,13 @@ def exported_names(families: dict[str, ModuleType]) -> dict[str, Any]:
             exported[name] = getattr(family, name)
             exported_by[name] = family_name
     return exported
+
+
+def family_aot_cases(families: dict[str, ModuleType]) -> dict[str, Callable[[], list]]:
+    """Case name -> launch builder, for every case in every family's AOT_CASES (optional), named
+    "<folder>/<case>": the prefix keeps two families' names apart and selects them ('toy_scale/*')."""
+    return {
+        f"{family_name}/{case}": build
+        for family_name, family in families.items()
+        for case, build in getattr(family, "AOT_CASES", {}).items()
+    }

@@ -24,10 +24,18 @@ import json
 import re
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterable
 
+import triton
+from triton import knobs
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource, make_backend
+from triton.runtime.jit import create_function_from_signature
+
 from kernels._common import Launch, is_interpreted
+from kernels.aot_cases import CASES
 
 # Shared memory one block may use on sm_90 (H100/H200): 227 KiB (cudaDevAttrMaxSharedMemoryPerBlockOptin).
 SM90_SHARED_MEMORY_BYTES = 232448
@@ -80,11 +88,6 @@ def compile_launch(launch: Launch, arch: int = 90):
     """Triton's CompiledKernel of `launch` for cuda sm_<arch>, specialised as the runtime would
     specialise the same call (Triton's own argument binder), without a device."""
     _require_compiled()
-    import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource, make_backend
-    from triton.runtime.jit import create_function_from_signature
-
     target = GPUTarget("cuda", arch, 32)
     backend = make_backend(target)
     kernel = launch.kernel
@@ -99,10 +102,6 @@ def compile_launch(launch: Launch, arch: int = 90):
 
 
 def _cuobjdump(cubin: bytes, *flags: str) -> str:
-    import tempfile
-
-    from triton import knobs
-
     with tempfile.NamedTemporaryFile(suffix=".cubin") as file:
         file.write(cubin)
         file.flush()
@@ -139,8 +138,6 @@ def kernel_resources(case: str, launch: Launch, arch: int = 90) -> KernelResourc
 def compile_cases(patterns: Iterable[str] = ("*",), arch: int = 90) -> list[KernelResources]:
     """Compile every launch of the cases whose name matches one of `patterns` (fnmatch)."""
     _require_compiled()
-    from kernels.aot_cases import CASES
-
     patterns = list(patterns)
     names = [name for name in CASES if any(fnmatch.fnmatchcase(name, p) for p in patterns)]
     if not names:

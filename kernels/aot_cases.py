@@ -1,7 +1,9 @@
 """The kernel configurations `kernels.aot` compiles: the launches the GPU sweeps make, built on meta
 tensors (shapes and strides only) through each family's own launch function.
 
-A case is a name and a function returning its launches; the registry is data. Shapes follow the
+A case is a name and a function returning its launches; the registry is data. A family may keep
+its cases in its own folder instead (`AOT_CASES` in its __init__.py, kernels/_families.py): they are
+added here as "<folder>/<case>", so a new family needs no edit of this file. Shapes follow the
 sweeps in orchestrator/conf/sweep/ (gpu_table: B=4, 32 query / 8 KV heads, head_dim 128;
 variants_prefill: B=2, 16 / 4 heads; variants_decode: B=16, 32 / 8 heads, caches to 32k; MLA decode
 at 128 heads as DeepSeek serves it; moba_long; moh_heads). What the compiler sees of a shape is
@@ -15,7 +17,9 @@ from functools import partial
 
 import torch
 
+from kernels import FAMILIES
 from kernels._common import Launch
+from kernels._families import family_aot_cases
 from kernels.decode_attention.kernel import decode_launches
 from kernels.flash_attention.backward import backward_launches
 from kernels.flash_attention.forward import forward_launch
@@ -170,4 +174,6 @@ CASES: dict[str, Callable[[], list[Launch]]] = {
     "moba/bf16/d128/block512": partial(moba, 128, block_size=512),
     "moba/bf16/d128/block2048": partial(moba, 128, block_size=2048),
     "moh/bf16/d128": partial(moh, 128),
+    # Every family's own cases (AOT_CASES in kernels/<family>/__init__.py).
+    **family_aot_cases(FAMILIES),
 }

@@ -15,9 +15,15 @@ from pathlib import Path
 
 import yaml
 
+from analysis.baseline import Baseline
 from orchestrator.config import Config, ConfigError, load_config
-from orchestrator.executors import fix_cublas_workspace
+from orchestrator.executors import ExecutorError, fix_cublas_workspace
+from orchestrator.messages import first_line
 from orchestrator.planning import plan_to_run, plan_trials
+
+# The modules only one command uses are imported in that command's function: the CLI starts fast,
+# and no command needs another's packages (pandas to read results, rich for `run`'s progress bar,
+# matplotlib, which the GPU host lacks, for `report` and `compare`).
 
 USAGE_ERROR, FAILURE = 2, 1
 REGRESSION_FLAGGED = 3
@@ -26,10 +32,6 @@ REGRESSION_FLAGGED = 3
 def _fail(code: int, message: str) -> int:
     print(f"attnsweep: error: {message}", file=sys.stderr)
     return code
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def cmd_plan(overrides: list[str], sweep_dirs: tuple[str, ...] = ()) -> int:
@@ -47,7 +49,6 @@ def cmd_run(overrides: list[str], sweep_dirs: tuple[str, ...] = ()) -> int:
     for reason, count in sorted(plan.skipped.items()):
         print(f"attnsweep: skipped {count} point(s): {reason}", file=sys.stderr)
     from analysis.store import StoreBusy
-    from orchestrator.executors import ExecutorError
     from orchestrator.sweep import run_sweep
 
     try:
@@ -177,7 +178,6 @@ def cmd_keys(prefix: str, markdown: bool) -> int:
 
 
 def cmd_report(results: str, out: str | None, baseline: str = "mha/torch-sdpa") -> int:
-    from analysis.baseline import Baseline
     from analysis.report import build_report
     from analysis.store import dataset_exists, dataset_name
 
@@ -193,7 +193,7 @@ def cmd_report(results: str, out: str | None, baseline: str = "mha/torch-sdpa") 
     except ValueError as exc:  # an unsupported URI, or no rows to report
         return _fail(USAGE_ERROR, f"RESULTS={results}: {exc}")
     except OSError as exc:  # an object store that cannot be reached or read
-        return _fail(FAILURE, f"RESULTS={results}: {_first_line(exc)}")
+        return _fail(FAILURE, f"RESULTS={results}: {first_line(exc)}")
     print(f"report: {paths.html}\nsummary: {paths.markdown}")
     return 0
 
@@ -208,7 +208,7 @@ def cmd_sync(results: str, tracking_uri: str | None) -> int:
     except SyncError as exc:
         return _fail(FAILURE, str(exc))
     except OSError as exc:  # an object store that cannot be reached or read
-        return _fail(FAILURE, f"RESULTS={results}: {_first_line(exc)}")
+        return _fail(FAILURE, f"RESULTS={results}: {first_line(exc)}")
     print(f"synced {outcome.synced} rows to MLflow ({outcome.already} already there) at {outcome.uri}")
     return 0
 

@@ -25,13 +25,15 @@ from hydra.errors import HydraException, MissingConfigException, OverrideParseEx
 from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from analysis.baseline import Baseline
+from orchestrator.messages import first_line
 from workloads.backends import BACKENDS
 from workloads.measure import MeasureSettings
 from workloads.quality.spec import quality_json, task_defaults
 from workloads.quality.tasks import TASKS
 from workloads.quality.train import TrainRecipe
 from workloads.trial import DTYPES, PHASES
-from workloads.variants import VARIANTS, param_grid
+from workloads.variants import ALL_VARIANTS, VARIANTS, param_grid
 
 EXECUTORS = ("ray", "local")
 PROGRESS_MODES = ("auto", "bar", "lines", "off")
@@ -66,13 +68,14 @@ def _check_positive(key: str, values: list[int]) -> None:
 def _check_results_dir(results_dir: str) -> None:
     """A URI must be one the results store can use; whether it can be written is checked when a run
     starts (orchestrator.sweep.check_writable), so validating contacts no object store."""
+    # Here, not at the top: analysis.store brings pandas, which `attnsweep keys` and `jobs` do without.
     from analysis.store import check_uri, is_uri
 
     if is_uri(results_dir):
         try:
             check_uri(results_dir)
         except ValueError as exc:
-            raise ConfigError(f"results_dir={results_dir}: {str(exc).strip().splitlines()[0]}") from exc
+            raise ConfigError(f"results_dir={results_dir}: {first_line(exc)}") from exc
 
 
 @dataclass
@@ -148,7 +151,9 @@ class SweepConf:
         MISSING, "the sweep's name, set by its file: MLflow experiment, results and report folder"
     )
     description: str = setting("", "what the sweep is for, in one line")
-    variants: list[str] = setting(["mha"], "attention variants: one file each in workloads/variants/")
+    variants: list[str] = setting(
+        ["mha"], "attention variants: one file each in workloads/variants/; all: every registered one"
+    )
     backends: list[str] = setting(["torch-sdpa"], f"backends: {', '.join(sorted(BACKENDS))}")
     phases: list[str] = setting(["prefill"], f"phases: {', '.join(PHASES)}")
     axes: AxesConf = field(default_factory=AxesConf)
@@ -167,7 +172,7 @@ class SweepConf:
             raise ConfigError(
                 f"sweep.name: {self.name!r} is not a plain name (letters, digits, '_', '.', '-')"
             )
-        _check_choices("sweep.variants", self.variants, VARIANTS, "variant")
+        _check_choices("sweep.variants", self.variants, [*VARIANTS, ALL_VARIANTS], "variant")
         _check_choices("sweep.backends", self.backends, BACKENDS, "backend")
         _check_choices("sweep.phases", self.phases, PHASES, "phase")
         self.axes.check()
@@ -248,8 +253,6 @@ class Config:
 
     def check(self) -> None:
         """Everything the planner and the executors rely on; ConfigError on the first problem."""
-        from analysis.baseline import Baseline
-
         try:
             Baseline.parse(self.report_baseline)
         except ValueError as exc:
@@ -274,6 +277,14 @@ class Config:
 
 
 ConfigStore.instance().store(name="attnsweep_schema", node=Config)
+# Each variant's small parameters (`Variant.smoke_params`), which a sweep file takes as its params'
+# starting values with `defaults: [/variant_params@params: smoke, _self_]` (variants_smoke): Hydra
+# merges them over the defaults, and the file's own params and the command line over them.
+ConfigStore.instance().store(
+    group="variant_params",
+    name="smoke",
+    node={name: dict(variant.smoke_params) for name, variant in VARIANTS.items() if variant.smoke_params},
+)
 
 
 def available_sweeps(sweep_dirs: tuple[str, ...] = ()) -> list[str]:
@@ -320,11 +331,11 @@ def _one_line(exc: BaseException, overrides: list[str], sweep_dirs: tuple[str, .
         return f"sweep={wanted}: malformed YAML ({where}: {malformed.problem})"
     cause = _cause(exc, OmegaConfBaseException)
     if cause is not None and getattr(cause, "full_key", None):
-        reason = str(cause).splitlines()[0]
+        reason = first_line(cause)
         if re.search(r"Key '.*' (is )?not in|Missing key", reason):
             reason = "unknown key"
         return f"{cause.full_key}: {reason}"
-    return str(exc).strip().splitlines()[0]
+    return first_line(exc)
 
 
 def _check_syntax(overrides: list[str]) -> None:
@@ -336,7 +347,7 @@ def _check_syntax(overrides: list[str]) -> None:
         try:
             (parsed,) = parser.parse_overrides([override])
         except OverrideParseException as exc:
-            raise ConfigError(f"{override}: cannot parse ({str(exc).splitlines()[0]})") from exc
+            raise ConfigError(f"{override}: cannot parse ({first_line(exc)})") from exc
         key, value = parsed.key_or_group.lstrip("+~"), override.split("=", 1)[-1]
         if key in given and given[key] != value:
             raise ConfigError(f"{key}: given twice, as {given[key]} and as {value} (keep one)")

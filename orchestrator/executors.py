@@ -18,9 +18,16 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import torch
+
 from orchestrator.config import RayConf
+from orchestrator.messages import first_line
 from workloads.measure import MeasureSettings
+from workloads.runner import run_trial
 from workloads.trial import Trial, TrialResult
+
+# Ray is imported in the functions that use it, never here: `executor=local` runs where Ray is not
+# installed (the GPU host).
 
 OnResult = Callable[[Trial, TrialResult], None]
 
@@ -41,8 +48,9 @@ def fix_cublas_workspace() -> None:
 
 
 def prepare_trial_process() -> None:
-    """Once in a process that runs trials, before the first: cuBLAS's workspace, every module a trial
-    imports, then those imports frozen out of the garbage collector's generations.
+    """Once in a process that runs trials, before the first: cuBLAS's workspace, then every module a
+    trial imports (this module imports `run_trial`, so they are loaded) frozen out of the garbage
+    collector's generations.
 
     run_trial collects garbage after every GPU trial and every failure; with the imports frozen it does
     not walk torch's whole heap each time (about 0.12 s a GPU trial; a no-op trial's median fell from
@@ -50,8 +58,6 @@ def prepare_trial_process() -> None:
     benchmarks/results/cpu-amd-epyc/orchestration_overhead-n500-freeze-gc-*.md).
     """
     fix_cublas_workspace()
-    import workloads.runner  # noqa: F401  (everything a trial imports, before the freeze below)
-
     gc.freeze()
 
 
@@ -67,8 +73,6 @@ class LocalExecutor:
         gc.unfreeze()
 
     def run(self, trials: Sequence[Trial], settings: MeasureSettings, on_result: OnResult) -> None:
-        from workloads.runner import run_trial
-
         for trial in trials:
             on_result(trial, run_trial(trial, settings))
 
@@ -78,8 +82,6 @@ class TrialWorker:
 
     def __init__(self, settings: MeasureSettings, threads: int):
         prepare_trial_process()  # first: nothing may start CUDA before cuBLAS's workspace is fixed
-        import torch
-
         torch.set_num_threads(threads)
         self.settings = settings
 
@@ -89,8 +91,6 @@ class TrialWorker:
 
     def run(self, trial: Trial) -> TrialResult:
         import ray
-
-        from workloads.runner import run_trial
 
         result = run_trial(trial, self.settings)
         result.node = ray.get_runtime_context().get_node_id()
@@ -126,7 +126,7 @@ def _connect(options: RayConf) -> bool:
     except (ConnectionError, RuntimeError, ValueError) as exc:
         where = options.address or "a local instance"
         raise ExecutorError(
-            f"ray.address={options.address}: cannot start or reach Ray ({where}): {str(exc).splitlines()[0]}"
+            f"ray.address={options.address}: cannot start or reach Ray ({where}): {first_line(exc)}"
         ) from exc
     return True
 
@@ -283,8 +283,7 @@ class WorkerPool:
             self.pending.appendleft((running.trial, running.tries + 1))
             self.submit(actor)
             return
-        reason = str(exc).strip().splitlines()[0]
-        message = f"worker died while running the trial ({running.tries} runs): {reason}"
+        message = f"worker died while running the trial ({running.tries} runs): {first_line(exc)}"
         self.finish(actor, running.trial, _failed(message, tries=running.tries))
 
     def on_out_of_memory(self, running: _Running, result: TrialResult) -> None:

@@ -30,8 +30,12 @@ from urllib.parse import urlsplit
 from omegaconf import OmegaConf
 
 from orchestrator.config import Config, ConfigError, load_config
+from orchestrator.messages import first_line
 from orchestrator.planning import plan_to_run
 from workloads.environment import CODE_VERSION_ENV, code_version
+
+# Ray's job client (and requests, which comes with Ray) is imported only where a job server is
+# reached: `attnsweep submit` checks its configuration first, where Ray may not be installed.
 
 ROOT = Path(__file__).resolve().parent.parent
 # Never uploaded (besides what .gitignore names): local environments, results, tracking stores,
@@ -87,6 +91,7 @@ def _default_reports_dir(cfg: Config, overrides: list[str]) -> str | None:
     paths there, or results to an object store (ConfigError otherwise). Returns where reports go
     when the user did not say: beside a local results_dir (None: the user said, or there is no
     report); reports are local files, so beside an object store there is no default."""
+    # Here, not at the top: analysis.store brings pandas, which `attnsweep jobs` does without.
     from analysis.store import local_path
 
     results = local_path(cfg.results_dir)  # None: an object store, the same from every node
@@ -155,11 +160,6 @@ def prepare(overrides: list[str]) -> Submission:
     )
 
 
-def _one_line(error: object) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
-
-
 @contextmanager
 def _without_env(*names: str):
     """Ray's job client lets RAY_ADDRESS / RAY_API_SERVER_ADDRESS override the address it is given;
@@ -181,13 +181,13 @@ def _server_errors(address: str):
         yield
     except AuthenticationError as exc:
         raise JobsError(
-            f"--address {address}: the job server refused this client's token ({_one_line(exc)}); set "
+            f"--address {address}: the job server refused this client's token ({first_line(exc)}); set "
             "RAY_AUTH_MODE=token and the cluster's token in RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH"
         ) from exc
     except (ConnectionError, requests.RequestException) as exc:
-        raise JobsError(f"--address {address}: no job server answers ({_one_line(exc)})") from exc
+        raise JobsError(f"--address {address}: no job server answers ({first_line(exc)})") from exc
     except RuntimeError as exc:  # Ray's client: any HTTP error status
-        raise JobsError(f"--address {address}: {_one_line(exc)}") from exc
+        raise JobsError(f"--address {address}: {first_line(exc)}") from exc
 
 
 def job_server_url(address: str | None) -> str:
@@ -270,7 +270,7 @@ class JobServer:
             asyncio.run(tail())
         except Exception as exc:  # the log stream broke, not the job: wait for its outcome
             print(
-                f"attnsweep: lost the job's log stream ({_one_line(exc)}); waiting for it to end",
+                f"attnsweep: lost the job's log stream ({first_line(exc)}); waiting for it to end",
                 file=sys.stderr,
             )
         return self.wait(submission_id)
@@ -355,7 +355,7 @@ def submit_sweep(overrides: list[str], address: str | None, wait: bool, out=sys.
         return 130
     if job.status.value != "SUCCEEDED":
         again = f"; `attnsweep jobs delete {job_id}` lets you submit it again" if existing is not None else ""
-        raise JobsError(f"job {job_id} {job.status.value}: {_one_line(job.message or '')}{again}")
+        raise JobsError(f"job {job_id} {job.status.value}: {first_line(job.message or '')}{again}")
     print(f"job {job_id} SUCCEEDED", file=out)
     return 0
 

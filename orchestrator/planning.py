@@ -9,7 +9,7 @@ from typing import Any
 from orchestrator.config import AxesConf, ConfigError, QualityConf, SweepConf
 from workloads.quality.spec import quality_json, trial_settings, trial_task
 from workloads.trial import TRAINED_PHASES, Trial
-from workloads.variants import InvalidPoint, get_variant, param_grid
+from workloads.variants import InvalidPoint, get_variant, param_grid, variant_names
 
 AXES = ("batch", "seq_len", "n_heads", "n_kv_heads", "head_dim", "dtype", "causal")
 # The key a user changes when an InvalidPoint names this axis.
@@ -104,7 +104,7 @@ def plan_trials(sweep: SweepConf) -> Plan:
     trained = {phase: _trained_settings(sweep.quality, phase) for phase in sweep.phases}
     plan = Plan(trials=[])
     seen: set[str] = set()
-    for variant_name in sweep.variants:
+    for variant_name in variant_names(sweep.variants):  # `all`: every registered variant
         variant = get_variant(variant_name)
         given = sweep.params.get(variant_name, {})
         planned, invalid_axis = 0, "n_heads"

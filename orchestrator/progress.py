@@ -13,6 +13,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from analysis.schema import PLANNED_STATUSES
 from workloads.trial import Trial, TrialResult
 
 
@@ -58,10 +59,10 @@ class SweepProgress:
 
     def update(self, trial: Trial, result: TrialResult) -> None:
         self.done += 1
-        self.failures += result.status not in ("ok", "unsupported")
+        self.failures += result.status not in PLANNED_STATUSES
         if self._bar is not None:
             self._bar.update(self._task, advance=1, failures=self.failures)
-            if result.status not in ("ok", "unsupported"):
+            if result.status not in PLANNED_STATUSES:
                 self._bar.console.print(f"[red]{result.status}[/] {trial.label}: {_describe(result)}")
         elif self.mode == "lines":
             print(

@@ -12,13 +12,17 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.fs as pafs
 
+from analysis.schema import KEPT_BY_RESUME, STATUSES
 from analysis.store import ResultStore, StoreLock, dataset_name, join, local_path, probe, trial_history
 from orchestrator.config import Config, ConfigError
 from orchestrator.executors import LocalExecutor, RayExecutor, make_executor
+from orchestrator.messages import first_line
 from orchestrator.planning import Plan, plan_trials
 from orchestrator.progress import SweepProgress
+from orchestrator.tracking import Tracker
 from workloads.environment import code_version
-from workloads.trial import Trial, TrialResult
+from workloads.trial import TRAINED_PHASES, Trial, TrialResult
+from workloads.variants import get_variant
 
 
 @dataclass
@@ -28,12 +32,7 @@ class SweepOutcome:
     report_path: Path | None
     counts: dict[str, int]
     mlflow_run_id: str | None
-    already_done: int = 0  # trials of the plan the store held with a terminal status (resume)
-
-
-# Statuses that end a trial: on resume it is not run again. error and timeout are, unless
-# retry_failed=false.
-TERMINAL = ("ok", "oom", "unsupported")
+    already_done: int = 0  # trials of the plan the store holds as done (resume: KEPT_BY_RESUME)
 
 
 def new_run_id() -> str:
@@ -91,19 +90,20 @@ def check_writable(results_dir: str) -> None:
             raise NotADirectoryError(f"{existing} is not a directory")
         tempfile.TemporaryFile(dir=existing).close()
     except (OSError, pa.ArrowException) as exc:  # ArrowInvalid: a URI pyarrow refuses
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        reason = first_line(exc)
         raise ConfigError(f"results_dir={results_dir}: cannot write results there ({reason})") from exc
 
 
 def trials_to_run(
     trials: list[Trial], results_path: Path | str, resume: bool, retry_failed: bool
 ) -> tuple[list[Trial], dict]:
-    """(trials still to run, rows each trial already has in the store). With resume, a trial whose
-    latest row has a terminal status is done (also error/timeout when retry_failed=false)."""
+    """(trials still to run, rows each trial already has in the store). With resume, a trial is done
+    when its latest row's status is in KEPT_BY_RESUME (ok, oom, unsupported); with retry_failed=false,
+    whatever its status."""
     if not resume:
         return list(trials), {}
     history = trial_history(results_path)
-    finished = TERMINAL if retry_failed else (*TERMINAL, "error", "timeout")
+    finished = KEPT_BY_RESUME if retry_failed else STATUSES
     done = set(history.index[history["status"].isin(finished)])
     return [t for t in trials if t.trial_id not in done], history["attempts"].to_dict()
 
@@ -117,9 +117,6 @@ def schedule(trials: list[Trial]) -> list[Trial]:
 def estimated_seconds(trial: Trial) -> float:
     """A rough duration to order trials by: roofline time at a nominal 100 TFLOP/s and 1 TB/s, and for
     the trained phases ~6 flops per parameter and token for every step (with the same scale)."""
-    from workloads.trial import TRAINED_PHASES
-    from workloads.variants import get_variant
-
     try:
         cost = get_variant(trial.variant).trial_cost(trial)
     except Exception:  # an unknown variant fails fast in its trial; its order does not matter
@@ -213,9 +210,7 @@ def _local_file(path: Path | str, scratch: str) -> Path | None:
     return copy
 
 
-def _start_tracking(cfg: Config, run_id: str, version: str):
-    from orchestrator.tracking import Tracker
-
+def _start_tracking(cfg: Config, run_id: str, version: str) -> Tracker | None:
     try:
         return Tracker(
             cfg.tracking.uri,
@@ -227,13 +222,14 @@ def _start_tracking(cfg: Config, run_id: str, version: str):
         )
     except Exception as exc:  # results still go to Parquet; tracking is not worth losing a sweep over
         warnings.warn(
-            f"MLflow tracking is off for this run, it could not start: {str(exc).splitlines()[0]}",
+            f"MLflow tracking is off for this run, it could not start: {first_line(exc)}",
             stacklevel=2,
         )
         return None
 
 
 def _build_report(results_path: Path | str, out_dir: Path, baseline: str) -> Path:
+    # Here, not at the top: the report needs matplotlib, which the GPU host lacks (it runs report=false).
     from analysis.report import build_report
 
     return build_report(results_path, out_dir, baseline=baseline).html

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from analysis.store import dataset_exists, dataset_files, dataset_name, read_table
+from orchestrator.messages import first_line
 from orchestrator.tracking import (
     child_key,
     experiment_id,
@@ -49,7 +50,7 @@ def load_rows(path: str | os.PathLike) -> list[dict[str, Any]]:
     try:
         table = read_table(path)
     except Exception as exc:  # pyarrow: files that are not Parquet, or not of this schema
-        raise ValueError(f"not a results dataset: {(str(exc).splitlines() or [exc])[0]}") from exc
+        raise ValueError(f"not a results dataset: {first_line(exc)}") from exc
     if table.num_rows == 0:
         raise ValueError("no result rows there")
     return table.to_pylist()
@@ -75,9 +76,8 @@ def sync(path: str | os.PathLike, uri: str | None = None) -> SyncOutcome:
             finished = f"{run_id}.parquet" in compacted
             _sync_run(client, experiments[sweep], sweep, run_id, run_rows, finished, outcome)
     except Exception as exc:
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise SyncError(
-            f"tracking store {uri}: {reason} ({outcome.synced} rows synced before it failed)"
+            f"tracking store {uri}: {first_line(exc)} ({outcome.synced} rows synced before it failed)"
         ) from exc
     return outcome
 

@@ -1,5 +1,5 @@
-"""MLflow layout (DESIGN.md §3): experiment = sweep, one parent run per invocation, one child run per
-trial (params = the trial's config, metrics = its numeric columns and, for trained phases, the
+"""MLflow layout (docs/architecture.md §3): experiment = sweep, one parent run per invocation, one
+child run per trial (params = the trial's config, metrics = its numeric columns and, for trained phases, the
 training curve as step metric `train_loss`; tags = run id, trial id, attempt, status, variant,
 backend, phase, device). The parent carries the report and this run's rows as artifacts.
 
@@ -17,6 +17,7 @@ import math
 import os
 import queue
 import shlex
+import sqlite3
 import threading
 import time
 import warnings
@@ -24,7 +25,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from analysis.schema import CONFIG_COLUMNS, NUMERIC_COLUMNS
+from analysis.schema import CONFIG_COLUMNS, NUMERIC_COLUMNS, PLANNED_STATUSES, STATUSES
+from orchestrator.messages import first_line
+
+# MLflow (and the SQLAlchemy it brings) is imported in the functions that use it, never here: a sweep
+# with tracking.enabled=false runs where MLflow is not installed (the GPU host).
 
 # A child's identity: which row of the dataset it is (the dedupe key of `attnsweep sync`). Set when
 # the child is created, so even a child whose logging was cut short by an outage is recognised.
@@ -32,7 +37,9 @@ IDENTITY_TAGS = ("run_id", "trial_id", "attempt")
 CHILD_TAGS = (*IDENTITY_TAGS, "status", "variant", "backend", "phase", "device")
 # Columns that are configuration or bookkeeping, not measurements, though numeric.
 NOT_METRICS = set(CONFIG_COLUMNS) | {"attempt"}
-TERMINAL_STATUS = {"ok": "FINISHED", "unsupported": "FINISHED"}  # every other status: FAILED
+# The MLflow status that closes a trial's child run: FINISHED when the trial ran as planned, else
+# (an unknown status too) FAILED.
+MLFLOW_RUN_STATUS = {status: "FINISHED" if status in PLANNED_STATUSES else "FAILED" for status in STATUSES}
 # MLflow's HTTP client retries 7 times with backoff and waits 120 s per request by default: minutes
 # of a dead server before the tracker learns it is dead. These apply unless the environment sets them
 # (MLflow reads them at every request, process-wide; there is no per-client setting). With a server,
@@ -71,8 +78,6 @@ def use_write_ahead_log(uri: str) -> None:
     about five times per child run: a child took 27 ms here, 16 ms with WAL and NORMAL. Readers such
     as `mlflow ui` on the same host are unaffected. A store SQLite cannot open is left for MLflow to
     report."""
-    import sqlite3
-
     from sqlalchemy import event
     from sqlalchemy.engine import Engine
 
@@ -93,8 +98,6 @@ def use_write_ahead_log(uri: str) -> None:
 
 def _commit_without_fsync(connection, _record) -> None:
     """SQLAlchemy's hook on every new database connection of this process: MLflow's to a WAL store."""
-    import sqlite3
-
     if isinstance(connection, sqlite3.Connection):
         files = {row[2] for row in connection.execute("PRAGMA database_list")}
         if files & WAL_STORES:
@@ -194,7 +197,7 @@ def log_child(client, experiment: str, parent_run_id: str, record: Mapping[str, 
     client.log_batch(run_id, metrics=metrics[:room], params=params)
     for start in range(room, len(metrics), MAX_BATCH):
         client.log_batch(run_id, metrics=metrics[start : start + MAX_BATCH])
-    client.set_terminated(run_id, TERMINAL_STATUS.get(record["status"], "FAILED"), end_time=when)
+    client.set_terminated(run_id, MLFLOW_RUN_STATUS.get(record["status"], "FAILED"), end_time=when)
     return run_id
 
 
@@ -242,7 +245,7 @@ class Tracker:
         if self._failed:
             return
         self._failed = True
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        reason = first_line(exc)
         warnings.warn(
             f"{what} ({self.uri} failed). The results are in Parquet; run "
             f"`{sync_command(self.results_path, self.uri)}` to log the missing trials. MLflow: {reason}",

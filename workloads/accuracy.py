@@ -5,7 +5,7 @@ import math
 import torch
 
 # Largest rel_err a backend may show against the float64/float32 reference before its timing
-# counts (DESIGN.md §4: fp32 < 1e-5 typical, tf32 ~3e-4, bf16/fp16 1e-3..1e-2).
+# counts (docs/architecture.md §4: fp32 < 1e-5 typical, tf32 ~3e-4, bf16/fp16 1e-3..1e-2).
 REL_TOLERANCE = {"float32": 1e-4, "float16": 5e-3, "bfloat16": 3e-2}
 
 

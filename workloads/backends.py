@@ -7,6 +7,7 @@ run in its CPU interpreter before it is first imported, and the driver never imp
 
 import importlib.util
 import os
+from importlib.metadata import version
 from types import ModuleType
 
 import torch
@@ -27,7 +28,7 @@ def load_kernels() -> ModuleType:
     """`kernels`, with Triton's CPU interpreter switched on first when there is no GPU."""
     if not torch.cuda.is_available():
         os.environ.setdefault("TRITON_INTERPRET", "1")
-    import kernels
+    import kernels  # here, not at the top: Triton reads TRITON_INTERPRET once, when first imported
 
     return kernels
 
@@ -35,6 +36,4 @@ def load_kernels() -> ModuleType:
 def triton_version() -> str:
     if importlib.util.find_spec("triton") is None:
         return ""
-    from importlib.metadata import version
-
     return version("triton")

@@ -1,4 +1,4 @@
-"""Timing, device ceilings and peak memory (DESIGN.md §4).
+"""Timing, device ceilings and peak memory (docs/architecture.md §4).
 
 GPU: `triton.testing.do_bench` (L2 flushed between runs, every sample kept for the quantiles).
 CPU: `torch.utils.benchmark.Timer.blocked_autorange`. Peaks are measured on the worker, never
@@ -64,6 +64,7 @@ def _quantile(sorted_ms: list[float], q: float) -> float:
 def time_callable(fn: Callable[[], object], device: torch.device, settings: MeasureSettings) -> Timing:
     """Median and 20/80 quantiles of `fn`'s latency; call it once before (JIT compile, caches)."""
     if device.type == "cuda":
+        # Here, not at the top: the driver imports this module (MeasureSettings) and never Triton.
         from triton.testing import do_bench
 
         samples = do_bench(fn, warmup=settings.warmup_ms, rep=settings.rep_ms, return_mode="all")

@@ -25,6 +25,7 @@ from workloads.measure import (
     synchronize,
     time_callable,
 )
+from workloads.quality.spec import run_trained
 from workloads.trial import TRAINED_PHASES, Trial, TrialResult, canonical_json
 from workloads.variants import get_variant
 
@@ -36,7 +37,7 @@ def input_seed(trial: Trial, base_seed: int) -> int:
 
 
 def _reference_inputs(inputs: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    """float64 on the CPU; float32 on a GPU, where float64 would be slow (DESIGN.md §4)."""
+    """float64 on the CPU; float32 on a GPU, where float64 would be slow (docs/architecture.md §4)."""
     ref_device, ref_dtype = (
         (torch.device("cpu"), torch.float64) if device.type == "cpu" else (device, torch.float32)
     )
@@ -173,8 +174,6 @@ def run_trial(trial: Trial, settings: MeasureSettings | None = None) -> TrialRes
         if reason is not None:
             result.status, result.error = "unsupported", reason
         elif trial.phase in TRAINED_PHASES:
-            from workloads.quality.spec import run_trained
-
             run_trained(trial, device, result)
         else:
             _measure(trial, device, settings, result)

@@ -6,12 +6,12 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-# train: forward + backward; quality: a tiny model trained and scored on a synthetic task;
-# prune: the same model trained, then its heads removed greedily (one row per number of heads kept).
-PHASES = ("prefill", "decode", "train", "quality", "prune")
-TRAINED_PHASES = ("quality", "prune")
+# The phase names are the row contract's (analysis.schema); workloads code takes them from here.
+from analysis.schema import PHASES, TRAINED_PHASES
+
+__all__ = ["DTYPES", "PHASES", "TRAINED_PHASES", "Trial", "TrialResult", "canonical_json"]
+
 DTYPES = ("float32", "float16", "bfloat16")
-BACKENDS = ("torch-ref", "torch-sdpa", "triton")
 
 
 def canonical_json(value: Any) -> str:

@@ -18,7 +18,8 @@ pytest.importorskip("matplotlib")
 
 from analysis.blocks import Block, Table
 from analysis.quality import pareto_front, quality_blocks
-from analysis.report import build_report, latest_per_trial, load_results
+from analysis.report import build_report
+from analysis.rows import latest_per_trial, load_results
 from analysis.schema import COLUMNS
 from tests.analysis.test_report import Page, figures, md_tables
 

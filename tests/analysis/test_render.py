@@ -9,7 +9,6 @@ pytest.importorskip("matplotlib")
 
 from analysis.blocks import Block, Cell, Table
 from analysis.render import SORT_SCRIPT, html_table, render_html, render_markdown
-from analysis.report import _render_html
 from analysis.rows import fair_head, latest_per_trial, load_results, shown_note
 from tests.analysis.conftest import fixture_rows
 from tests.analysis.test_report import Page
@@ -39,8 +38,8 @@ def test_page_has_one_inline_script_after_the_content():
     assert SORT_SCRIPT.strip() in page_text
 
 
-def test_render_html_for_other_pages_keeps_its_former_form():
-    assert "<script" not in _render_html("t", [Block("p", "x")])  # analysis.compare's page
+def test_page_without_sortable_has_no_script():
+    assert "<script" not in render_html("t", [Block("p", "x")], sortable=False)
 
 
 def test_markdown_leaves_out_html_only_blocks():

@@ -13,7 +13,9 @@ import pytest
 # Hosts without matplotlib (the GPU host: see tests/test_collection.py) skip this module.
 pytest.importorskip("matplotlib")
 
-from analysis.report import build_report, error_summary, fmt, latest_per_trial, load_results
+from analysis.blocks import fmt
+from analysis.report import build_report
+from analysis.rows import error_summary, latest_per_trial, load_results
 from tests.analysis.conftest import (
     BACKENDS,
     DEVICE,

@@ -1,4 +1,4 @@
-"""The results store and its schema: DESIGN.md §3 columns, atomic parts, compaction, whole reads —
+"""The results store and its schema: docs/architecture.md §3 columns, atomic parts, compaction, whole reads —
 at a plain path and at a file:// URI (pyarrow's filesystem, as for s3://), and on pyarrow's in-memory
 filesystem, which the store writes as an object store (no rename)."""
 

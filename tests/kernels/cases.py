@@ -25,7 +25,7 @@ BACKWARD_HALF_REL_TOL = {torch.float16: 5e-4, torch.bfloat16: 1e-2}
 # lse stays fp32 from scores of the rounded inputs: measured <= 7e-8 in fp16 and bf16 (interpreter,
 # 3 seeds, with and without windows).
 HALF_LSE_REL_TOL = 1e-6
-# Not yet measured on a GPU: DESIGN.md §4's typical bounds (forward and backward) until a GPU
+# Not yet measured on a GPU: docs/architecture.md §4's typical bounds (forward and backward) until a GPU
 # session records real numbers.
 GPU_REL_TOL = {torch.float16: 2e-3, torch.bfloat16: 1.5e-2}
 GPU_LSE_REL_TOL = 1e-5  # fp32 sums and the GPU's approximate exp2, not yet measured

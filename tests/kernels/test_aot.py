@@ -3,6 +3,7 @@ spill, shared memory within an H100 block's 227 KiB (kernels.aot, on the launche
 make). The compile runs in a subprocess because this session interprets Triton; the full table is
 benchmarks/kernel_resources.py."""
 
+import functools
 import json
 import os
 import subprocess
@@ -11,11 +12,26 @@ from pathlib import Path
 
 import pytest
 
+from kernels import FAMILIES
+from kernels.aot_cases import CASES
+
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def first_case_of_each_family() -> list[str]:
+    """The first of each family's own cases ("<folder>/<case>", kernels/_families.py)."""
+    first: dict[str, str] = {}
+    for name in CASES:
+        folder = name.split("/", 1)[0]
+        if folder in FAMILIES:
+            first.setdefault(folder, name)
+    return list(first.values())
+
 
 # One configuration per family and per feature a GPU sweep uses, chosen to fit the suite's time:
 # the widest tiles (d256), MLA's unequal head dims, windows, Cog, GQA and MQA decode, MLA decode at
-# 128 heads, both MoBA block sizes, MoH. benchmarks/kernel_resources.py compiles every case.
+# 128 heads, both MoBA block sizes, MoH; then the first case of every family that keeps its own
+# (AOT_CASES in its folder). benchmarks/kernel_resources.py compiles every case.
 SUBSET = [
     "prefill/bf16/d128/causal",
     "prefill/bf16/d256/full",
@@ -29,17 +45,8 @@ SUBSET = [
     "moba/bf16/d128/block512",
     "moba/bf16/d128/block2048",
     "moh/bf16/d128",
+    *first_case_of_each_family(),
 ]
-KERNELS = {
-    "_flash_attention_fwd",
-    "_attention_bwd_preprocess",
-    "_attention_bwd_dkdv",
-    "_attention_bwd_dq",
-    "_decode_split_kv",
-    "_decode_combine_splits",
-    "_moba_attention_fwd",
-    "_moh_attention_fwd",
-}
 
 
 def _compiled_env() -> dict[str, str]:
@@ -83,8 +90,28 @@ def test_compiles_for_sm90_without_spills_within_shared_memory(compiled, case):
         assert row["problems"] == []
 
 
+@functools.cache
+def launches_of(case: str) -> tuple:
+    """The case's launches, built here on meta tensors (nothing compiles or runs)."""
+    return tuple(CASES[case]())
+
+
 def test_every_kernel_is_compiled(compiled):
-    assert {row["kernel"] for rows in compiled.values() for row in rows} == KERNELS
+    """Every kernel that some case launches is in the subset the suite compiles."""
+    launched = {launch.name for case in CASES for launch in launches_of(case)}
+    assert {row["kernel"] for rows in compiled.values() for row in rows} == launched
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_every_kernel_family_has_an_aot_case(family):
+    """A family no case launches would reach a GPU unchecked."""
+    modules = {launch.kernel.fn.__module__ for case in CASES for launch in launches_of(case)}
+    assert any(
+        module.startswith(f"kernels.{family}.") or module == f"kernels.{family}" for module in modules
+    ), (
+        f"no case of kernels.aot launches a kernel of the family {family}: add AOT_CASES to "
+        f"kernels/{family}/__init__.py (docs/adding-a-variant.md)"
+    )
 
 
 def test_tensor_core_prefill_uses_wgmma(compiled):

@@ -40,13 +40,10 @@ def test_kernels_exports_the_entry_points_of_its_four_families():
 # Imports `kernels` afresh with extra folders on its search path (argv[1:-1]), as if they were
 # inside kernels/, then runs the test-only family's kernel on the device (argv[-1]).
 IMPORT_WITH_EXTRA_FOLDERS = """
-import importlib.util, json, sys
+import json, sys
 import torch
-spec = importlib.util.find_spec("kernels")
-spec.submodule_search_locations.extend(sys.argv[1:-1])
-kernels = importlib.util.module_from_spec(spec)
-sys.modules["kernels"] = kernels
-spec.loader.exec_module(kernels)
+from tests.kernels.extra_families import import_kernels_with
+kernels = import_kernels_with(*sys.argv[1:-1])
 x = torch.randn(50, device=sys.argv[-1])
 result = kernels.toy_scale(x, 3.0)
 print(json.dumps({"families": list(kernels.FAMILIES), "all": kernels.__all__,

@@ -15,7 +15,7 @@ from analysis.store import read_table
 from orchestrator.config import load_config
 from orchestrator.sweep import run_sweep
 from orchestrator.sync import sync
-from orchestrator.tracking import experiment_id, log_child, make_client
+from orchestrator.tracking import MLFLOW_RUN_STATUS, experiment_id, log_child, make_client
 
 SMALL = [
     "sweep.variants=[mha,gqa]",
@@ -160,3 +160,13 @@ def test_a_sqlite_store_is_written_ahead_and_committed_without_fsync(sweep_run):
         assert reader.execute("PRAGMA synchronous").fetchone()[0] == 2  # another file's or tool's: as is
     with create_engine(uri).connect() as connection:  # a new connection of this process to the store
         assert connection.exec_driver_sql("PRAGMA synchronous").scalar() == 1
+
+
+def test_a_child_run_ends_finished_only_when_its_trial_ran_as_planned():
+    assert MLFLOW_RUN_STATUS == {
+        "ok": "FINISHED",
+        "oom": "FAILED",
+        "error": "FAILED",
+        "timeout": "FAILED",
+        "unsupported": "FINISHED",
+    }

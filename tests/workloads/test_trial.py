@@ -7,7 +7,9 @@ import sys
 
 import pytest
 
-from workloads.trial import Trial, canonical_json
+from analysis.schema import DESCRIPTIONS
+from workloads.backends import BACKENDS
+from workloads.trial import DTYPES, Trial, canonical_json
 
 TRIAL = Trial("gqa", "triton", "prefill", 2, 100, 8, 2, 64, "bfloat16", True, '{"x":1}')
 
@@ -62,3 +64,9 @@ def test_prune_rows_have_ids_of_their_own():
 def test_config_round_trip():
     assert Trial.from_config({**TRIAL.config(), "status": "ok"}) == TRIAL
     assert TRIAL.param_dict == {"x": 1}
+
+
+def test_the_row_contract_spells_the_backends_and_dtypes_as_workloads_does():
+    """analysis may not import workloads, so analysis/schema.py writes these names out: they agree."""
+    assert DESCRIPTIONS["backend"] == " | ".join(BACKENDS)
+    assert DESCRIPTIONS["dtype"] == " | ".join(DTYPES)

@@ -1,6 +1,7 @@
 """The variant registry: every module of this package that defines `VARIANT` is one entry.
 
-A new variant is one file here (plus its tests); nothing else needs to change.
+A new variant is one file here (plus its tests and its README row; docs/adding-a-variant.md is the
+checklist): sweeps that name `all` (variants_smoke) take it at its `smoke_params` without an edit.
 """
 
 import importlib
@@ -14,9 +15,13 @@ from workloads.variants.base import Cost, InvalidPoint, Variant
 
 VARIANTS: dict[str, Variant] = {}
 PLUGINS_VARIABLE = "ATTNSWEEP_PLUGINS"
+# In a sweep's variant list (sweep.variants=[all]): every registered variant, plugins included.
+ALL_VARIANTS = "all"
 
 
 def register(variant: Variant) -> Variant:
+    if variant.name == ALL_VARIANTS:
+        raise ValueError(f"a variant cannot be named {ALL_VARIANTS!r}: sweeps use it for every variant")
     if variant.name in VARIANTS and VARIANTS[variant.name] is not variant:
         raise ValueError(f"variant {variant.name!r} is registered twice")
     VARIANTS[variant.name] = variant
@@ -28,6 +33,15 @@ def get_variant(name: str) -> Variant:
         return VARIANTS[name]
     except KeyError:
         raise KeyError(f"unknown variant {name!r} (known: {', '.join(sorted(VARIANTS))})") from None
+
+
+def variant_names(requested: list[str]) -> list[str]:
+    """A sweep's variant list with `all` replaced by every registered variant (registry order: the
+    package's modules by name, then plugins), each name once."""
+    names: list[str] = []
+    for name in requested:
+        names += list(VARIANTS) if name == ALL_VARIANTS else [name]
+    return list(dict.fromkeys(names))
 
 
 def param_grid(name: str, given: dict[str, Any]) -> list[str]:
@@ -59,4 +73,14 @@ for _name in filter(None, (n.strip() for n in os.environ.get(PLUGINS_VARIABLE, "
     if getattr(_plugin, "VARIANT", None) is not None and _plugin.VARIANT.name not in VARIANTS:
         register(_plugin.VARIANT)
 
-__all__ = ["VARIANTS", "Cost", "InvalidPoint", "Variant", "get_variant", "param_grid", "register"]
+__all__ = [
+    "ALL_VARIANTS",
+    "VARIANTS",
+    "Cost",
+    "InvalidPoint",
+    "Variant",
+    "get_variant",
+    "param_grid",
+    "register",
+    "variant_names",
+]

@@ -20,8 +20,8 @@ from workloads.trial import TRAINED_PHASES, Trial
 # (backend, phase) -> callable(trial, inputs) -> output
 Implementation = Callable[[Trial, dict[str, torch.Tensor]], torch.Tensor]
 
-# DESIGN.md §4: a backward costs 2.5 forwards in FLOPs; it reads q, k, v, o, dO and writes dq, dk, dv,
-# about twice the forward's traffic.
+# docs/architecture.md §4: a backward costs 2.5 forwards in FLOPs; it reads q, k, v, o, dO and writes
+# dq, dk, dv, about twice the forward's traffic.
 TRAIN_FLOPS_FACTOR = 3.5
 TRAIN_BYTES_FACTOR = 3.0
 
@@ -89,7 +89,7 @@ def initial_weight(
 
 @dataclass(frozen=True)
 class Cost:
-    """Analytic cost of one pass of one attention layer (DESIGN.md §4). kv_cache_bytes: the decode
+    """Analytic cost of one pass of one attention layer (docs/architecture.md §4). kv_cache_bytes: the decode
     cache of the whole (batch, seq_len) point when it is not kv_bytes_per_token · B · N (streaming
     heads keep only a window); kv_bytes_per_token is then that size over B · N."""
 
@@ -130,12 +130,16 @@ class Variant:
     Subclasses set `name`, `summary`, `param_defaults` and `implementations`, and implement
     `input_specs` and `cost`. `implementations[("torch-ref", "prefill")]` is the reference math and
     the trainable forward; a backend listed in `train_backends` also offers the `train` phase
-    (forward + backward through autograd of its prefill implementation).
+    (forward + backward through autograd of its prefill implementation). docs/adding-a-variant.md
+    is the checklist.
     """
 
     name: str
     summary: str
     param_defaults: Mapping[str, Any] = {}
+    # Values of some parameters small enough for the CPU smoke sweep (variants_smoke, whose tiny shapes
+    # are B=2, N=40, H=4, G=2, D=16), e.g. MLA's latent_dim=32; {} when the defaults already fit.
+    smoke_params: Mapping[str, Any] = {}
     implementations: Mapping[tuple[str, str], Implementation] = {}
     train_backends: tuple[str, ...] = ("torch-ref", "torch-sdpa")
     kv_heads: str = "n_heads"  # "n_heads" (MHA-like), "one" (one KV head) or "axis" (the n_kv_heads axis)

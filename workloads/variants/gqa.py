@@ -7,7 +7,7 @@ Inputs are the projected heads; the cost model also counts the layer's projectio
 import torch
 import torch.nn.functional as F
 
-from workloads.backends import load_kernels
+from workloads.backends import BACKENDS, load_kernels
 from workloads.reference import attention, reference_chunk
 from workloads.trial import Trial
 from workloads.variants.base import Cost, InputSpec, TokenInput, Variant, dtype_size, mean_keys_per_query
@@ -60,7 +60,7 @@ class GroupedQueryAttention(Variant):
         for backend, impl in (("torch-ref", _torch_ref), ("torch-sdpa", _torch_sdpa), ("triton", _triton))
         for phase in ("prefill", "decode")
     }
-    train_backends = ("torch-ref", "torch-sdpa", "triton")
+    train_backends = tuple(BACKENDS)
 
     def __init__(self, name: str, summary: str, kv_heads: str = "axis"):
         """kv_heads: "axis" (the n_kv_heads axis is used), "n_heads" (MHA) or "one" (MQA)."""

@@ -11,16 +11,13 @@ Decode: the caches hold already-transformed k, v (each token's T_k, T_v applied 
 so only the new token's query is transformed before GQA decode.
 """
 
-from collections.abc import Callable
-
 import torch
 
+from workloads.backends import BACKENDS
 from workloads.trial import Trial
-from workloads.variants.base import Cost, InputSpec, Variant, Weight
+from workloads.variants.base import Cost, Implementation, InputSpec, Variant, Weight
 from workloads.variants.gqa import GroupedQueryAttention, grouped_attention_cost, qkv_specs
 from workloads.variants.routing import query_rows, with_extra
-
-Implementation = Callable[[Trial, dict[str, torch.Tensor]], torch.Tensor]
 
 
 def _prefill(backend: str) -> Implementation:
@@ -48,10 +45,10 @@ class KnockingHeadsAttention(Variant):
     kv_heads = "axis"
     implementations = {
         (backend, phase): make(backend)
-        for backend in ("torch-ref", "torch-sdpa", "triton")
+        for backend in BACKENDS
         for phase, make in (("prefill", _prefill), ("decode", _decode))
     }
-    train_backends = ("torch-ref", "torch-sdpa", "triton")
+    train_backends = tuple(BACKENDS)
 
     def input_specs(self, trial: Trial) -> list[InputSpec]:
         d = trial.head_dim

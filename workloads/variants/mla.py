@@ -18,7 +18,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from workloads.backends import load_kernels
+from workloads.backends import BACKENDS, load_kernels
 from workloads.reference import attention, reference_chunk
 from workloads.trial import Trial
 from workloads.variants.base import (
@@ -124,13 +124,14 @@ class MultiHeadLatentAttention(Variant):
     name = "mla"
     summary = "multi-head latent attention: cache a latent (latent_dim) + a shared RoPE key (rope_dim)"
     param_defaults = {"latent_dim": 512, "rope_dim": 64}
+    smoke_params = {"latent_dim": 32, "rope_dim": 16}
     kv_heads = "one"
     implementations = {
         (backend, phase): impl
         for backend, impl in (("torch-ref", _torch_ref), ("torch-sdpa", _torch_sdpa), ("triton", _triton))
         for phase in ("prefill", "decode")
     }
-    train_backends = ("torch-ref", "torch-sdpa", "triton")
+    train_backends = tuple(BACKENDS)
 
     def validate_params(self, params: dict) -> None:
         for key in ("latent_dim", "rope_dim"):

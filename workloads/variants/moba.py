@@ -130,6 +130,8 @@ class MixtureOfBlockAttention(Variant):
     name = "moba"
     summary = "mixture of block attention: each query attends to its own block + top-k - 1 gated key blocks"
     param_defaults = {"block_size": 512, "top_k": 3}
+    # Several blocks at N=40, so that the gate chooses some and skips others.
+    smoke_params = {"block_size": 16, "top_k": 2}
     kv_heads = "axis"
     implementations = {
         ("torch-ref", "prefill"): _torch_ref,

@@ -78,6 +78,7 @@ class MultiTokenAttention(Variant):
     name = "mta"
     summary = "multi-token attention: per-head 2-D convolution of the scores over (query, key), head mixing"
     param_defaults = {"query_kernel": 6, "key_kernel": 11, "head_group": 2}
+    smoke_params = {"query_kernel": 3, "key_kernel": 5}
     kv_heads = "n_heads"
     implementations = {("torch-ref", "prefill"): _torch_ref}
 

@@ -11,7 +11,7 @@ from dataclasses import replace
 import torch
 import torch.nn.functional as F
 
-from workloads.backends import load_kernels
+from workloads.backends import BACKENDS, load_kernels
 from workloads.reference import attention
 from workloads.trial import Trial
 from workloads.variants.base import Cost, InputSpec, Variant, dtype_size
@@ -60,12 +60,8 @@ class PrunedHeads(Variant):
     name = "pruned"
     summary = "MHA with pruned heads: keep_heads of the heads computed and cached, the rest output 0"
     param_defaults = {"keep_heads": 0.5}
-    implementations = {
-        (backend, phase): _pruned
-        for backend in ("torch-ref", "torch-sdpa", "triton")
-        for phase in ("prefill", "decode")
-    }
-    train_backends = ("torch-ref", "torch-sdpa", "triton")
+    implementations = {(backend, phase): _pruned for backend in BACKENDS for phase in ("prefill", "decode")}
+    train_backends = tuple(BACKENDS)
 
     def validate_params(self, params: dict) -> None:
         if not 0.0 < params["keep_heads"] <= 1.0:

@@ -81,6 +81,8 @@ class StreamingHeads(Variant):
     name = "streaming"
     summary = "retrieval heads with the full cache, streaming heads with sink + recent window (DuoAttention)"
     param_defaults = {"sink": 128, "window": 256, "retrieval_heads": 0.25}
+    # At N=40 the default sink and window would cover every token: no head would stream.
+    smoke_params = {"sink": 4, "window": 12, "retrieval_heads": 0.5}
     kv_heads = "axis"
     implementations = {
         (backend, phase): impl

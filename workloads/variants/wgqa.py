@@ -12,18 +12,15 @@ W_K,h / r), so decode is GQA decode over a GQA cache [B, G, L, D]: its inputs ar
 layer's parameter count (`n_params`) stays the trainable one for every phase.
 """
 
-from collections.abc import Callable
 from dataclasses import replace
 
 import torch
 
+from workloads.backends import BACKENDS
 from workloads.trial import Trial
-from workloads.variants.base import Cost, InputSpec, TokenInput, Variant, Weight
+from workloads.variants.base import Cost, Implementation, InputSpec, TokenInput, Variant, Weight
 from workloads.variants.gqa import GroupedQueryAttention, grouped_attention_cost, qkv_specs
 from workloads.variants.routing import with_extra
-
-BACKENDS = ("torch-ref", "torch-sdpa", "triton")
-Implementation = Callable[[Trial, dict[str, torch.Tensor]], torch.Tensor]
 
 
 def pooled_heads(heads: torch.Tensor, weights: torch.Tensor, n_groups: int) -> torch.Tensor:
@@ -56,7 +53,7 @@ class WeightedGroupedQueryAttention(Variant):
             for backend in BACKENDS
         },
     }
-    train_backends = BACKENDS
+    train_backends = tuple(BACKENDS)
 
     def input_specs(self, trial: Trial) -> list[InputSpec]:
         if trial.phase == "decode":

@@ -5,8 +5,13 @@ import torch
 
 from tests.helpers import assert_close
 from workloads.trial import Trial, canonical_json
-from workloads.variants import InvalidPoint, get_variant
+from workloads.variants import VARIANTS, InvalidPoint, get_variant
 from workloads.variants.layer import build_layer
+
+# The variants of the package; plugins the test session loads (tests/fault_variant.py) are named test-*.
+SHIPPED = sorted(name for name in VARIANTS if not name.startswith("test-"))
+# Each variant's small parameters (Variant.smoke_params, the variants_smoke sweep's): tests and sweep agree.
+SMOKE_PARAMS = {name: dict(variant.smoke_params) for name, variant in VARIANTS.items()}
 
 BASE_POINT = {
     "backend": "torch-ref",
@@ -26,6 +31,11 @@ def make_trial(variant: str, params: dict | None = None, **point) -> Trial:
     implementation = get_variant(variant)
     filled = canonical_json(implementation.check_params(params or {}))
     return Trial(**implementation.resolve({**BASE_POINT, **point, "variant": variant, "params": filled}))
+
+
+def smoke_trial(variant: str, **point) -> Trial:
+    """`make_trial` at the variant's smoke parameters."""
+    return make_trial(variant, SMOKE_PARAMS[variant], **point)
 
 
 def make_inputs(trial: Trial, seed: int = 0) -> dict[str, torch.Tensor]:

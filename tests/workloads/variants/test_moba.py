@@ -1,10 +1,13 @@
-"""MoBA's block selection: own block always, future blocks never, top_k blocks in all, by the gate."""
+"""MoBA's block selection: own block always, future blocks never, top_k blocks in all, by the gate;
+the decode cost reads only the selected blocks."""
 
 import math
 
 import pytest
 import torch
 
+from tests.workloads.variants.cases import make_trial
+from workloads.variants import get_variant
 from workloads.variants.moba import moba_mean_keys, select_blocks
 
 
@@ -36,3 +39,13 @@ def test_the_gate_is_the_dot_product_with_the_mean_key():
 
 def test_mean_keys_count_the_causal_part_of_the_own_block():
     assert moba_mean_keys(10, 4, 1) == pytest.approx(sum(i % 4 + 1 for i in range(10)) / 10)
+
+
+@pytest.mark.parametrize("n,expected", [(1100, 76 + 512), (1600, 64 + 512), (512, 512), (40, 40)])
+def test_moba_decode_reads_its_own_partial_block_and_top_k_minus_one_full_ones(n, expected):
+    point = {"phase": "decode", "seq_len": n, "batch": 1, "n_heads": 4, "n_kv_heads": 2, "head_dim": 16}
+    moba = get_variant("moba").cost(make_trial("moba", {"block_size": 512, "top_k": 2}, **point))
+    full = get_variant("gqa").cost(make_trial("gqa", **point))
+    pooling = 2 * 16 * n * 4  # mean pooling reads every key once
+    cache_per_token = 2 * 2 * 16 * 4  # K and V of 2 KV heads, float32
+    assert moba.bytes_moved - pooling == full.bytes_moved - cache_per_token * (n - expected)

@@ -44,3 +44,11 @@ def test_compute_scales_with_the_active_share():
     half = get_variant("moh").cost(make_trial("moh", {"shared_heads": 2, "top_k": 2}, **point))
     mha = get_variant("mha").cost(make_trial("mha", **point))
     assert half.flops == pytest.approx(mha.flops / 2)
+
+
+def test_moh_decode_reads_only_the_active_heads_caches():
+    point = {"phase": "decode", "seq_len": 100, "batch": 1, "n_heads": 8, "head_dim": 16}
+    moh = get_variant("moh").cost(make_trial("moh", {"shared_heads": 2, "top_k": 2}, **point))
+    mha = get_variant("mha").cost(make_trial("mha", **point))
+    assert moh.bytes_moved == pytest.approx(mha.bytes_moved / 2)  # 4 of 8 heads: half of q, o and cache
+    assert moh.kv_bytes_per_token == mha.kv_bytes_per_token  # but every head is cached

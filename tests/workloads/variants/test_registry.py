@@ -1,29 +1,32 @@
 """Every registered variant, through the same doors: its backends against its reference, its train
 phase through the runner (every gradient checked), unsupported combinations as reasons, its trainable
-layer, and its KV-cache arithmetic."""
+layer, its KV-cache arithmetic; its smoke parameters, at which the variants_smoke sweep plans every
+registered variant; and its row in README's Variants table."""
 
 from pathlib import Path
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 
-from tests.workloads.variants.cases import assert_matches_reference, make_trial
+from orchestrator.cli import render
+from orchestrator.config import load_config
+from orchestrator.planning import plan_trials
+from tests.workloads.variants.cases import (
+    SHIPPED,
+    SMOKE_PARAMS,
+    assert_matches_reference,
+    make_trial,
+    smoke_trial,
+)
+from workloads.backends import BACKENDS
 from workloads.measure import MeasureSettings
 from workloads.runner import run_trial
-from workloads.trial import BACKENDS, PHASES
-from workloads.variants import VARIANTS, get_variant
+from workloads.trial import PHASES, canonical_json
+from workloads.variants import ALL_VARIANTS, VARIANTS, Variant, get_variant, register, variant_names
 from workloads.variants.layer import build_layer
 
-SMOKE = Path(__file__).parents[3] / "orchestrator" / "conf" / "sweep" / "variants_smoke.yaml"
-# The small parameters the CPU smoke sweep uses (e.g. an MLA latent of 32), so tests and sweep agree.
-SMOKE_PARAMS = OmegaConf.to_container(OmegaConf.load(SMOKE).params)
+README = Path(__file__).parents[3] / "README.md"
 FAST = MeasureSettings(min_run_time_s=0.01)
-SHIPPED = sorted(name for name in VARIANTS if not name.startswith("test-"))
-
-
-def smoke_trial(name, **point):
-    return make_trial(name, SMOKE_PARAMS.get(name, {}), **point)
 
 
 def offered(backends=BACKENDS, phases=("prefill", "decode")):
@@ -40,7 +43,79 @@ def test_every_variant_of_the_design_is_registered():
     expected = {"mha", "gqa", "mqa", "mla", "moh", "moa", "switchhead", "dcmha", "kha", "mta"}
     expected |= {"streaming", "moba", "cog", "rela", "pruned"}
     assert expected <= set(SHIPPED)
-    assert set(SMOKE_PARAMS) <= set(SHIPPED)
+    with pytest.raises(KeyError, match="unknown variant 'nope' \\(known: .*gqa.*mha.*mqa"):
+        get_variant("nope")
+
+
+def test_all_names_every_registered_variant_once():
+    assert variant_names(["mqa"]) == ["mqa"]
+    others = [name for name in VARIANTS if name != "gqa"]
+    assert variant_names(["gqa", ALL_VARIANTS, "mha"]) == ["gqa", *others]
+
+
+def test_no_variant_may_be_named_all():
+    class All(Variant):
+        name = ALL_VARIANTS
+
+    with pytest.raises(ValueError, match="cannot be named 'all'"):
+        register(All())
+
+
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_smoke_params_are_parameters_of_the_variant(name):
+    try:
+        get_variant(name).check_params(SMOKE_PARAMS[name])
+    except ValueError as exc:
+        pytest.fail(f"{name}: smoke_params {SMOKE_PARAMS[name]} are not valid parameters: {exc}")
+
+
+def test_variants_smoke_plans_every_registered_variant_at_its_smoke_params():
+    """variants_smoke names `all`: a new variant (plugins too) is planned there without an edit of the
+    sweep, at the parameters its own file declares small (`smoke_params`)."""
+    plan = plan_trials(load_config(["sweep=variants_smoke"]).sweep)
+    params_planned: dict[str, set[str]] = {}
+    for trial in plan.trials:
+        params_planned.setdefault(trial.variant, set()).add(trial.params)
+    for name, variant in VARIANTS.items():
+        assert name in params_planned, f"variants_smoke plans no trial of {name} ({plan.describe()})"
+        smoke = canonical_json(variant.check_params(variant.smoke_params))
+        assert params_planned[name] == {smoke}, f"{name}: planned at {params_planned[name]}, not {smoke}"
+
+
+def readme_variant_rows() -> tuple[list[str], dict[str, str]]:
+    """The header cells and {variant: row} of README's Variants table."""
+    text = README.read_text()
+    start = text.index("\n| variant | what it is |") + 1
+    lines = text[start:].split("\n\n", 1)[0].splitlines()
+    header = [cell.strip() for cell in lines[0].strip("|").split("|")]
+    return header, {line.split("|")[1].strip().strip("`"): line for line in lines[2:]}
+
+
+def expected_readme_row(name: str, backends: list[str]) -> str:
+    """The row README's Variants table must have for `name`: what the code says."""
+    variant = get_variant(name)
+    params = ", ".join(f"`{key}={render(value)}`" for key, value in variant.param_defaults.items()) or "—"
+    phases = [
+        ", ".join(p for p in ("prefill", "decode", "train") if variant.unsupported(backend, p) is None) or "—"
+        for backend in backends
+    ]
+    cells = [f"`{name}`", variant.summary.replace("|", "\\|"), params, *phases]
+    return "| " + " | ".join(cells) + " |"
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_readme_has_the_variants_row(name):
+    header, rows = readme_variant_rows()
+    assert header[3:] == list(BACKENDS), f"README's Variants table needs one column per backend: {header}"
+    expected = expected_readme_row(name, header[3:])
+    assert rows.get(name) == expected, (
+        f"README.md, table under '### Variants': the row of {name} is\n{expected}"
+    )
+
+
+def test_readme_lists_only_registered_variants():
+    _, rows = readme_variant_rows()
+    assert set(rows) <= set(SHIPPED), f"README's Variants table lists unregistered {set(rows) - set(SHIPPED)}"
 
 
 @pytest.mark.parametrize("name,backend,phase", offered(backends=("torch-ref", "torch-sdpa")))
@@ -88,7 +163,7 @@ def test_combinations_not_offered_are_unsupported_rows(name):
 def test_layer_trains_every_parameter(name):
     """The variant as a layer: x [B, N, d_model] -> same shape; every parameter gets a gradient and the
     parameter count is the cost model's."""
-    layer = build_layer(name, n_heads=4, n_kv_heads=2, head_dim=16, params=SMOKE_PARAMS.get(name, {}))
+    layer = build_layer(name, n_heads=4, n_kv_heads=2, head_dim=16, params=SMOKE_PARAMS[name])
     x = torch.randn(2, 13, 64, generator=torch.Generator().manual_seed(0))
     y = layer(x)
     assert y.shape == x.shape and torch.isfinite(y).all()
@@ -180,21 +255,3 @@ def test_triton_head_dim_limits_are_the_kernels():
     assert TRITON_HEAD_DIMS["prefill"] == TRITON_HEAD_DIMS["train"]
     assert TRITON_HEAD_DIMS["prefill"] == (_common.MIN_HEAD_DIM, _common.MAX_HEAD_DIM, _common.MAX_HEAD_DIM)
     assert TRITON_HEAD_DIMS["decode"] == (_common.MIN_HEAD_DIM, decode.MAX_HEAD_DIM_K, decode.MAX_HEAD_DIM_V)
-
-
-@pytest.mark.parametrize("n,expected", [(1100, 76 + 512), (1600, 64 + 512), (512, 512), (40, 40)])
-def test_moba_decode_reads_its_own_partial_block_and_top_k_minus_one_full_ones(n, expected):
-    point = {"phase": "decode", "seq_len": n, "batch": 1, "n_heads": 4, "n_kv_heads": 2, "head_dim": 16}
-    moba = get_variant("moba").cost(make_trial("moba", {"block_size": 512, "top_k": 2}, **point))
-    full = get_variant("gqa").cost(make_trial("gqa", **point))
-    pooling = 2 * 16 * n * 4  # mean pooling reads every key once
-    cache_per_token = 2 * 2 * 16 * 4  # K and V of 2 KV heads, float32
-    assert moba.bytes_moved - pooling == full.bytes_moved - cache_per_token * (n - expected)
-
-
-def test_moh_decode_reads_only_the_active_heads_caches():
-    point = {"phase": "decode", "seq_len": 100, "batch": 1, "n_heads": 8, "head_dim": 16}
-    moh = get_variant("moh").cost(make_trial("moh", {"shared_heads": 2, "top_k": 2}, **point))
-    mha = get_variant("mha").cost(make_trial("mha", **point))
-    assert moh.bytes_moved == pytest.approx(mha.bytes_moved / 2)  # 4 of 8 heads: half of q, o and cache
-    assert moh.kv_bytes_per_token == mha.kv_bytes_per_token  # but every head is cached
