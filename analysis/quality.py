@@ -19,7 +19,7 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
 
 from analysis.blocks import Block, Cell, Table, fmt
 from analysis.plots import axis_value, figure_svg
-from analysis.rows import TRAINED_PHASES
+from analysis.schema import TRAINED_PHASES
 
 # A configuration of the trained phases: seeds of equal configurations are pooled.
 CONFIG = ["task", "quality", "variant", "params", "n_heads", "n_kv_heads", "head_dim", "batch", "seq_len"]
@@ -302,28 +302,41 @@ def _cost_blocks(summary: pd.DataFrame, shown: list[str]) -> list[Block]:
     ]
 
 
-def _prune_blocks(kept: pd.DataFrame) -> list[Block]:
-    blocks = [Block("h3", "Head pruning")]
+def _pruned(kept: pd.DataFrame) -> pd.DataFrame:
+    """The ok prune rows with an accuracy, each with its configuration's label (`config`) and task."""
     ok = kept[kept["phase"].eq("prune") & kept["status"].eq("ok") & kept["heads_kept"].notna()]
     ok = ok[ok["accuracy"].notna()]
     if ok.empty:
-        return blocks + [Block("p", "No ok prune rows.")] + _not_ok_note(kept, "prune")
+        return ok
     ok = ok.assign(training=_training(ok)[0])
     shown = _shown(ok)
-    ok = ok.assign(config=[_label(r, shown) for _, r in ok.iterrows()], task=ok["task"].fillna("—"))
+    return ok.assign(config=[_label(r, shown) for _, r in ok.iterrows()], task=ok["task"].fillna("—"))
+
+
+def _by_config(ok: pd.DataFrame) -> list[tuple[str, str, pd.DataFrame]]:
+    """(task, configuration, its rows), sorted by task and configuration."""
     configs = sorted(ok.groupby(["task", "config"], sort=True).groups)
-    tasks = list(dict.fromkeys(t for t, _ in configs))
+    return [(task, config, ok[ok["task"].eq(task) & ok["config"].eq(config)]) for task, config in configs]
+
+
+def _seed_lines(rows: pd.DataFrame) -> list[tuple[object, pd.DataFrame]]:
+    """Per seed of a configuration's rows: (seed, its rows in order of heads kept, the last of each count)."""
+    return [
+        (seed, line.sort_values("heads_kept").drop_duplicates("heads_kept", keep="last"))
+        for seed, line in rows.groupby("seed", dropna=False, sort=True)
+    ]
+
+
+def _prune_svg(configs: list[tuple[str, str, pd.DataFrame]]) -> str:
+    """Accuracy against heads kept, one panel per task: a colour per configuration, a line style per seed."""
+    tasks = list(dict.fromkeys(task for task, _, _ in configs))
     colors = matplotlib.colormaps["tab10"]
     fig = Figure(figsize=(5.6 * len(tasks) + 3.2, 4.0), layout="constrained")
     axes = fig.subplots(1, len(tasks), squeeze=False)[0]
     handles: dict[str, object] = {}
-    kept_values = sorted(ok["heads_kept"].astype(int).unique(), reverse=True)
-    table = Table(["task", "configuration", "seed", *(str(h) for h in kept_values)])
-    for task, config in configs:
-        rows = ok[ok["task"].eq(task) & ok["config"].eq(config)]
-        ax, color = axes[tasks.index(task)], colors(configs.index((task, config)) % 10)
-        for n, (seed, line) in enumerate(rows.groupby("seed", dropna=False, sort=True)):
-            line = line.sort_values("heads_kept").drop_duplicates("heads_kept", keep="last")
+    for i, (task, config, rows) in enumerate(configs):
+        ax, color = axes[tasks.index(task)], colors(i % 10)
+        for n, (_, line) in enumerate(_seed_lines(rows)):
             (handle,) = ax.plot(
                 line["heads_kept"],
                 line["accuracy"],
@@ -333,21 +346,6 @@ def _prune_blocks(kept: pd.DataFrame) -> list[Block]:
                 linestyle=_LINES[n % len(_LINES)],
             )
             handles.setdefault(config, handle)
-            by_heads = line.set_index(line["heads_kept"].astype(int))
-            cells = [task, config, axis_value(seed)]
-            for h in kept_values:
-                if h not in by_heads.index:
-                    cells.append(Cell("—"))
-                    continue
-                removed = by_heads.loc[h, "removed_head"]
-                sub = f"removed {removed}" if isinstance(removed, str) and removed else ""
-                cells.append(Cell(f"{by_heads.loc[h, 'accuracy']:.3f}", sub))
-            table.add(cells)
-        if rows["seed"].nunique() > 1:
-            mean = rows.groupby(rows["heads_kept"].astype(int))["accuracy"].mean()
-            n = rows["seed"].nunique()
-            means = [Cell(f"{mean[h]:.3f}" if h in mean.index else "—") for h in kept_values]
-            table.add([task, config, f"mean of {n} seeds", *means])
     for ax, task in zip(axes, tasks, strict=True):
         ax.invert_xaxis()
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -357,6 +355,44 @@ def _prune_blocks(kept: pd.DataFrame) -> list[Block]:
         ax.grid(True, alpha=0.3)
     fig.legend(list(handles.values()), list(handles), loc="outside right center", fontsize="small")
     fig.suptitle("Head pruning: held-out accuracy as heads are removed")
+    return figure_svg(fig)
+
+
+def _removal_cells(line: pd.DataFrame, kept_values: list[int]) -> list[Cell]:
+    """One seed's accuracy at each number of heads kept, with the head whose removal led there."""
+    by_heads = line.set_index(line["heads_kept"].astype(int))
+    cells = []
+    for h in kept_values:
+        if h not in by_heads.index:
+            cells.append(Cell("—"))
+            continue
+        removed = by_heads.loc[h, "removed_head"]
+        sub = f"removed {removed}" if isinstance(removed, str) and removed else ""
+        cells.append(Cell(f"{by_heads.loc[h, 'accuracy']:.3f}", sub))
+    return cells
+
+
+def _prune_table(ok: pd.DataFrame, configs: list[tuple[str, str, pd.DataFrame]]) -> Table:
+    """A row per configuration and seed, a column per number of heads kept; the mean over several seeds."""
+    kept_values = sorted(ok["heads_kept"].astype(int).unique(), reverse=True)
+    table = Table(["task", "configuration", "seed", *(str(h) for h in kept_values)])
+    for task, config, rows in configs:
+        for seed, line in _seed_lines(rows):
+            table.add([task, config, axis_value(seed), *_removal_cells(line, kept_values)])
+        if rows["seed"].nunique() > 1:
+            mean = rows.groupby(rows["heads_kept"].astype(int))["accuracy"].mean()
+            n = rows["seed"].nunique()
+            means = [Cell(f"{mean[h]:.3f}" if h in mean.index else "—") for h in kept_values]
+            table.add([task, config, f"mean of {n} seeds", *means])
+    return table
+
+
+def _prune_blocks(kept: pd.DataFrame) -> list[Block]:
+    blocks = [Block("h3", "Head pruning")]
+    ok = _pruned(kept)
+    if ok.empty:
+        return blocks + [Block("p", "No ok prune rows.")] + _not_ok_note(kept, "prune")
+    configs = _by_config(ok)
     note = (
         "Each model is trained once, then heads are removed greedily, the least important first, with the "
         "importance |∂L/∂mask| of each head's mask on training data re-estimated after every removal "
@@ -364,7 +400,8 @@ def _prune_blocks(kept: pd.DataFrame) -> list[Block]:
         "one row per seed."
     )
     caption = "Colour: configuration; line style: seed; left to right: heads removed."
-    figure = f"<figure>{figure_svg(fig)}<figcaption>{html.escape(caption)}</figcaption></figure>"
+    figure = f"<figure>{_prune_svg(configs)}<figcaption>{html.escape(caption)}</figcaption></figure>"
+    table = _prune_table(ok, configs)
     return (
         blocks + [Block("p", note), Block("raw", figure), Block("table", table)] + _not_ok_note(kept, "prune")
     )

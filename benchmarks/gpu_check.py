@@ -31,9 +31,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+# Each step runs in its own process and time box, and imports what only it needs in its function:
+# torch (seconds to import) where the device is measured or trials run, never in `collect` and
+# `report`; pytest in `pytest`; Hydra and the orchestrator in `sweep` (the setup stage may have just
+# installed Hydra); pandas and attnsweep's analysis where rows are read.
 
-# Rows with these statuses make a sweep stage fail (unsupported is a planned outcome; oom is noted).
-FAILED_STATUSES = ("error", "timeout")
 NVIDIA_SMI_FIELDS = (
     "name,driver_version,memory.total,memory.used,clocks.sm,clocks.mem,clocks.max.sm,clocks.max.mem,"
     "power.draw,power.limit,temperature.gpu,pstate,compute_mode,mig.mode.current"
@@ -89,16 +91,13 @@ def nvidia_smi() -> tuple[list[str], str]:
     return table, "; ".join(line.split(",")[0].strip() for line in lines[1:])
 
 
-def cmd_env(out_md: Path) -> int:
-    start = time.perf_counter()
-    smi_lines, smi_summary = nvidia_smi()
+def _env_facts(device_type: str) -> list[tuple[str, object]]:
+    """(name, value) of the versions, the host and the device; a GPU's properties when there is one."""
     import torch
 
     from workloads.environment import CODE_VERSION_ENV, code_version, device_name
-    from workloads.measure import device_peaks
 
-    cuda = torch.cuda.is_available()
-    device_type = "cuda" if cuda else "cpu"
+    cuda = device_type == "cuda"
     facts: list[tuple[str, object]] = [
         (
             "code version",
@@ -132,12 +131,32 @@ def cmd_env(out_md: Path) -> int:
             ("L2 cache", f"{getattr(props, 'L2_cache_size', 0) / 2**20:.0f} MiB"),
             ("memory", f"{props.total_memory / 2**30:.1f} GiB"),
         ]
+    return facts
+
+
+def _measured_peaks(device_type: str) -> list[tuple[str, float, float, float]]:
+    """(dtype, matmul TFLOP/s, copy GB/s, seconds the measurement took) per dtype the sweeps use here."""
+    from workloads.measure import device_peaks
+
     peaks = []
     # A CPU's bfloat16 matmul is slow to measure (15 s on 2 cores) and the CPU sweeps run float32.
-    for dtype in ("bfloat16", "float32") if cuda else ("float32",):
+    for dtype in ("bfloat16", "float32") if device_type == "cuda" else ("float32",):
         t0 = time.perf_counter()
         tflops, gbps = device_peaks(device_type, dtype)
         peaks.append((dtype, tflops, gbps, time.perf_counter() - t0))
+    return peaks
+
+
+def cmd_env(out_md: Path) -> int:
+    start = time.perf_counter()
+    smi_lines, smi_summary = nvidia_smi()
+    import torch
+
+    from workloads.environment import device_name
+
+    device_type = "cuda" if torch.cuda.is_available() else "cpu"
+    facts = _env_facts(device_type)
+    peaks = _measured_peaks(device_type)
     lines = [
         "# Environment of the GPU check",
         "",
@@ -233,6 +252,7 @@ def _status_counts(rows) -> str:
 
 def cmd_collect(dataset: str, out: Path, note: Path | None) -> int:
     """One Parquet file of every row the sweep's dataset holds (an interrupted run's parts included)."""
+    from analysis.schema import RERUN_STATUSES
     from analysis.store import dataset_exists, read_results, repair
 
     def say(text: str, rc: int) -> int:
@@ -248,7 +268,8 @@ def cmd_collect(dataset: str, out: Path, note: Path | None) -> int:
     if rows.empty:
         return say(f"{dataset} holds no row", 1)
     rows.to_parquet(out, index=False)
-    failed = rows[rows["status"].isin(FAILED_STATUSES)]
+    # error or timeout rows fail the stage; unsupported is a planned outcome, and an oom is noted.
+    failed = rows[rows["status"].isin(RERUN_STATUSES)]
     text = f"{len(rows)} rows: {_status_counts(rows)}"
     return say(text + f" -> {out.name}", 3 if len(failed) else 0)
 
@@ -329,23 +350,13 @@ def _demoted(markdown: str, levels: int = 2) -> list[str]:
     return [("#" * levels + line) if line.startswith("#") else line for line in markdown.splitlines()]
 
 
-def sweep_section(name: str, out: Path, scratch: Path) -> tuple[list[str], list[str]]:
-    import pandas as pd
-
+def _sweep_header(name: str, rows) -> tuple[list[str], list[str]]:
+    """(Markdown, stdout) lines of a sweep's counts, where and with what it ran, the measured ceilings."""
     from analysis.blocks import fmt
-    from analysis.render import markdown_table
-    from analysis.tables import status_grid, triton_vs_sdpa
 
-    path = out / f"{name}.parquet"
-    if not path.exists():
-        return [f"## {name}", "", "No rows (the sweep did not run or wrote nothing).", ""], [
-            f"{name}: no rows"
-        ]
-    rows = pd.read_parquet(path)
     md = [f"## {name}", "", f"{len(rows)} rows: {_status_counts(rows)}."]
     if rows["interpreted"].fillna(False).any():
         md += ["", "**Triton ran in its CPU interpreter here: its latencies are not meaningful.**"]
-    stdout = [f"{name}: {len(rows)} rows: {_status_counts(rows)}"]
     first = rows.iloc[0]
     md += [
         "",
@@ -356,64 +367,115 @@ def sweep_section(name: str, out: Path, scratch: Path) -> tuple[list[str], list[
         "Rate: TFLOP/s in prefill, GB/s in decode; % peak = roofline-bound time / measured time.",
         "",
     ]
+    return md, [f"{name}: {len(rows)} rows: {_status_counts(rows)}"]
+
+
+def _compact(table) -> str:
+    """triton_vs_sdpa's table in short columns, as plain text: the caller sees ~12k characters of output."""
+    from analysis.blocks import fmt
+
+    short = {
+        "phase": "phase",
+        "variant": "variant",
+        "seq_len": "N",
+        "triton ms": "tri ms",
+        "sdpa ms": "sdpa ms",
+        "triton/sdpa time": "tri/sdpa",
+        "triton % peak": "tri %pk",
+        "sdpa % peak": "sdpa %pk",
+    }
+    compact = table[[c for c in short if c in table.columns]].rename(columns=short)
+    compact["phase"] = compact["phase"].replace(
+        {"prefill causal": "prefill", "prefill non-causal": "pf-noncausal"}
+    )
+    return compact.to_string(index=False, float_format=fmt)
+
+
+def _comparison(name: str, rows) -> tuple[list[str], list[str]]:
+    """(Markdown, stdout) lines: Triton against SDPA where both ran; for gpu_table that alone, on stdout
+    too; for the other sweeps, or without a comparison, the status of every variant, backend and phase."""
+    from analysis.render import markdown_table
+    from analysis.tables import status_grid, triton_vs_sdpa
+
+    md: list[str] = []
+    stdout: list[str] = []
     table = triton_vs_sdpa(rows)
     if not table.empty:
         md += ["### Triton against SDPA", "", markdown_table(table), ""]
-    if name == "gpu_table" and not table.empty:  # for the caller's ~12k characters of output: short
-        short = {
-            "phase": "phase",
-            "variant": "variant",
-            "seq_len": "N",
-            "triton ms": "tri ms",
-            "sdpa ms": "sdpa ms",
-            "triton/sdpa time": "tri/sdpa",
-            "triton % peak": "tri %pk",
-            "sdpa % peak": "sdpa %pk",
-        }
-        compact = table[[c for c in short if c in table.columns]].rename(columns=short)
-        compact["phase"] = compact["phase"].replace(
-            {"prefill causal": "prefill", "prefill non-causal": "pf-noncausal"}
-        )
+    if name == "gpu_table" and not table.empty:
         stdout += [
             "",
             f"{name}: Triton against SDPA (median ms; tri/sdpa < 1: Triton faster; % of the measured peak)",
-            compact.to_string(index=False, float_format=fmt),
+            _compact(table),
         ]
-    if name != "gpu_table" or table.empty:
+    else:
         md += [
             "### Status by variant, backend and phase (ok: median ms)",
             "",
             markdown_table(status_grid(rows)),
             "",
         ]
-    bad = rows[~rows["status"].isin(["ok", "unsupported"])]
-    if len(bad):
-        md += [
-            "### Rows not ok",
-            "",
-            "| variant | backend | phase | N | status | error |",
-            "|---|---|---|---|---|---|",
-        ]
-        md += [
-            f"| {r.variant} | {r.backend} | {r.phase} | {r.seq_len} | {r.status} | {_first_line(r.error)} |"
-            for r in bad.itertuples()
-        ]
-        md += [""]
-        stdout += [
-            f"  {r.status.upper()} {r.variant}/{r.backend}/{r.phase} N={r.seq_len}: "
-            + _first_line(r.error, 96)
-            for r in bad.head(8).itertuples()
-        ]
-        if len(bad) > 8:
-            stdout.append(f"  ... and {len(bad) - 8} more in tables.md")
-    try:  # the project's own report: its summary.md, under this sweep's heading
+    return md, stdout
+
+
+def _rows_not_ok(rows) -> tuple[list[str], list[str]]:
+    """(Markdown, stdout) lines of the rows that did not end as planned: all in tables.md, 8 on stdout."""
+    from analysis.schema import PLANNED_STATUSES
+
+    bad = rows[~rows["status"].isin(PLANNED_STATUSES)]
+    if not len(bad):
+        return [], []
+    md = [
+        "### Rows not ok",
+        "",
+        "| variant | backend | phase | N | status | error |",
+        "|---|---|---|---|---|---|",
+    ]
+    md += [
+        f"| {r.variant} | {r.backend} | {r.phase} | {r.seq_len} | {r.status} | {_first_line(r.error)} |"
+        for r in bad.itertuples()
+    ]
+    md += [""]
+    stdout = [
+        f"  {r.status.upper()} {r.variant}/{r.backend}/{r.phase} N={r.seq_len}: " + _first_line(r.error, 96)
+        for r in bad.head(8).itertuples()
+    ]
+    if len(bad) > 8:
+        stdout.append(f"  ... and {len(bad) - 8} more in tables.md")
+    return md, stdout
+
+
+def _project_report(name: str, rows, scratch: Path) -> tuple[list[str], list[str]]:
+    """(Markdown, stdout) lines of the project's own report: its summary.md, under this sweep's heading."""
+    try:
         from analysis.report import build_report
 
         paths = build_report(rows, scratch / name)
-        md += [*_demoted(paths.markdown.read_text()), ""]  # its title: "### attnsweep report: NAME"
+        return [*_demoted(paths.markdown.read_text()), ""], []  # its title: "### attnsweep report: NAME"
     except Exception as exc:  # the tables above stand without it
-        md += [f"(attnsweep's report could not be built: {_first_line(repr(exc))})", ""]
-        stdout.append(f"  attnsweep report failed: {_first_line(repr(exc), 120)}")
+        md = [f"(attnsweep's report could not be built: {_first_line(repr(exc))})", ""]
+        return md, [f"  attnsweep report failed: {_first_line(repr(exc), 120)}"]
+
+
+def sweep_section(name: str, out: Path, scratch: Path) -> tuple[list[str], list[str]]:
+    """(tables.md, stdout) lines of one sweep's rows: counts, comparison, rows not ok, attnsweep's report."""
+    import pandas as pd
+
+    path = out / f"{name}.parquet"
+    if not path.exists():
+        return [f"## {name}", "", "No rows (the sweep did not run or wrote nothing).", ""], [
+            f"{name}: no rows"
+        ]
+    rows = pd.read_parquet(path)
+    md, stdout = [], []
+    for part_md, part_stdout in (
+        _sweep_header(name, rows),
+        _comparison(name, rows),
+        _rows_not_ok(rows),
+        _project_report(name, rows, scratch),
+    ):
+        md += part_md
+        stdout += part_stdout
     return md, stdout
 
 

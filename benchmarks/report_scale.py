@@ -85,6 +85,7 @@ TRACEBACK = (
     "    _forward[grid](q, k, v, o, BLOCK_M=128, BLOCK_N=128)\n"
     "RuntimeError: triton: out of resources: shared memory, required: 262144, hardware limit: 232448"
 )
+EMPTY_ROW = dict.fromkeys(COLUMNS)  # every column of a result row, None until a trial fills it
 
 
 def offered(variant: str, backend: str, phase: str) -> bool:
@@ -116,11 +117,9 @@ def grid() -> pd.DataFrame:
     return points.drop(columns="kv_rule")
 
 
-def measure(
-    points: pd.DataFrame, rng: np.random.Generator, when: dt.datetime, run_id: str, attempt: int = 1
-) -> list[dict]:
-    """Result rows for the points: a toy roofline model for the numbers, statuses as a sweep would get."""
-    p = points.reset_index(drop=True)
+def roofline(p: pd.DataFrame, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Per point, the toy model's numbers: work and traffic, a roofline latency at a noisy per-backend
+    efficiency (at a few triton points Triton is interpreted: 400 times slower), peak memory and error."""
     n = len(p)
     size = p["dtype"].map(DTYPE_BYTES).to_numpy()
     b, s, h, kv, d = (
@@ -142,79 +141,116 @@ def measure(
     peak_mem = (bytes_moved + scores) * np.where(p["phase"].eq("train"), 3, 1)
     rel_err = np.where(size == 2, 3e-3, 2e-6) * rng.lognormal(0, 0.5, n)
     rel_err = np.where(p["backend"].eq("torch-ref"), rel_err / 4, rel_err)
+    return {
+        "flops": flops,
+        "bytes_moved": bytes_moved,
+        "peak_tflops": peak,
+        "interpreted": interpreted,
+        "latency_ms": latency,
+        "kv_bytes_per_token": per_token,
+        "kv_cache_bytes": per_token * b * s,
+        "n_params": 4 * (h * d) ** 2,
+        "score_bytes": scores,
+        "peak_mem_bytes": peak_mem,
+        "rel_err": rel_err,
+    }
 
-    status = np.array(["ok"] * n, dtype=object)
-    roll = rng.random(n)
+
+def statuses(p: pd.DataFrame, rng: np.random.Generator, model: dict[str, np.ndarray]) -> np.ndarray:
+    """Per point, its status as a sweep would record it: a few errors and timeouts, oom where torch-ref's
+    score matrices outgrow the GPU, unsupported where the variant does not offer the trial."""
+    status = np.array(["ok"] * len(p), dtype=object)
+    roll = rng.random(len(p))
     status[roll < 0.004] = "error"
     status[(roll >= 0.004) & (roll < 0.005)] = "timeout"
-    status[(scores * 3 > 60e9) & ~interpreted] = "oom"
+    status[(model["score_bytes"] * 3 > 60e9) & ~model["interpreted"]] = "oom"
     offers = [offered(v, bk, ph) for v, bk, ph in zip(p["variant"], p["backend"], p["phase"], strict=True)]
     status[~np.array(offers)] = "unsupported"
+    return status
 
+
+def trial_row(r, i: int, point: dict, when: dt.datetime, run_id: str, attempt: int) -> dict:
+    """Point i's row up to its outcome: configuration, identity, where it ran and the cost model."""
+    config = dict(
+        variant=r.variant, backend=r.backend, phase=r.phase, batch=int(r.batch), seq_len=int(r.seq_len),
+        n_heads=int(r.n_heads), n_kv_heads=int(r.n_kv_heads), head_dim=int(r.head_dim),
+        dtype=r.dtype, causal=bool(r.causal), params=r.params,
+    )  # fmt: skip
+    interpreted = point["interpreted"]
+    row = dict(EMPTY_ROW, **config)
+    row.update(
+        sweep=SWEEP,
+        run_id=run_id,
+        trial_id=hashlib.sha1(repr(tuple(config.values())).encode()).hexdigest()[:16],
+        attempt=attempt,
+        status=point["status"],
+        device=CPU if interpreted else GPU,
+        host="ci-runner-3" if interpreted else "gpu-node-07",
+        node="",
+        gpu="" if interpreted else str(i % 8),
+        interpreted=bool(interpreted),
+        torch_version="2.13.0+cu128",
+        triton_version="3.6.0",
+        driver_version="" if interpreted else "580.65.06",
+        code_version="4f2c9e1",
+        timestamp=when + dt.timedelta(milliseconds=20 * i),
+        kv_bytes_per_token=int(point["kv_bytes_per_token"]),
+        kv_cache_bytes=int(point["kv_cache_bytes"]),
+        n_params=int(point["n_params"]),
+        flops=float(point["flops"]),
+        bytes_moved=float(point["bytes_moved"]),
+    )
+    return row
+
+
+def outcome(r, point: dict) -> dict:
+    """The columns a trial's status fills: its error, or, when ok, its measurements."""
+    status = point["status"]
+    if status == "unsupported":
+        return {"error": f"{r.variant} offers no {r.phase} on {r.backend}"}
+    if status == "oom":
+        return {"error": "CUDA out of memory. Tried to allocate 16.00 GiB"}
+    if status == "timeout":
+        return {"error": "trial exceeded its 1800 s limit"}
+    if status == "error":
+        return {"error": TRACEBACK}
+    t, interpreted = point["latency_ms"], point["interpreted"]
+    flops, bytes_moved = point["flops"], point["bytes_moved"]
+    ceiling_tflops, ceiling_gbps = (1.2, 40.0) if interpreted else (point["peak_tflops"], PEAK_GBPS)
+    bound = max(flops / (ceiling_tflops * 1e12), bytes_moved / (ceiling_gbps * 1e9))
+    return dict(
+        latency_ms=float(t),
+        latency_ms_p20=float(t * 0.97),
+        latency_ms_p80=float(t * 1.04),
+        n_samples=100,
+        compile_ms=900.0 if r.backend == "triton" else None,
+        tflops=float(flops / t / 1e9),
+        gbps=float(bytes_moved / t / 1e6),
+        peak_tflops=float(ceiling_tflops),
+        peak_gbps=float(ceiling_gbps),
+        pct_peak=float(100 * bound / (t / 1e3)),
+        peak_mem_bytes=None if interpreted else int(point["peak_mem_bytes"]),
+        max_abs_err=float(point["rel_err"] * 4),
+        rel_err=float(point["rel_err"]),
+    )
+
+
+def measure(
+    points: pd.DataFrame, rng: np.random.Generator, when: dt.datetime, run_id: str, attempt: int = 1
+) -> list[dict]:
+    """Result rows for the points: a toy roofline model for the numbers, statuses as a sweep would get."""
+    p = points.reset_index(drop=True)
+    model = roofline(p, rng)
+    model["status"] = statuses(p, rng, model)
     rows = []
-    base = {c: None for c in COLUMNS}
     for i, r in enumerate(p.itertuples(index=False)):
-        config = dict(
-            variant=r.variant, backend=r.backend, phase=r.phase, batch=int(r.batch), seq_len=int(r.seq_len),
-            n_heads=int(r.n_heads), n_kv_heads=int(r.n_kv_heads), head_dim=int(r.head_dim),
-            dtype=r.dtype, causal=bool(r.causal), params=r.params,
-        )  # fmt: skip
-        row = dict(base, **config)
-        row.update(
-            sweep=SWEEP,
-            run_id=run_id,
-            trial_id=hashlib.sha1(repr(tuple(config.values())).encode()).hexdigest()[:16],
-            attempt=attempt,
-            status=status[i],
-            device=CPU if interpreted[i] else GPU,
-            host="ci-runner-3" if interpreted[i] else "gpu-node-07",
-            node="",
-            gpu="" if interpreted[i] else str(i % 8),
-            interpreted=bool(interpreted[i]),
-            torch_version="2.13.0+cu128",
-            triton_version="3.6.0",
-            driver_version="" if interpreted[i] else "580.65.06",
-            code_version="4f2c9e1",
-            timestamp=when + dt.timedelta(milliseconds=20 * i),
-            kv_bytes_per_token=int(per_token[i]),
-            kv_cache_bytes=int(per_token[i] * b[i] * s[i]),
-            n_params=int(4 * (h[i] * d[i]) ** 2),
-            flops=float(flops[i]),
-            bytes_moved=float(bytes_moved[i]),
-        )
-        if status[i] == "unsupported":
-            row["error"] = f"{r.variant} offers no {r.phase} on {r.backend}"
-        elif status[i] == "oom":
-            row["error"] = "CUDA out of memory. Tried to allocate 16.00 GiB"
-        elif status[i] == "timeout":
-            row["error"] = "trial exceeded its 1800 s limit"
-        elif status[i] == "error":
-            row["error"] = TRACEBACK
-        else:
-            t = latency[i]
-            ceiling_tflops, ceiling_gbps = (1.2, 40.0) if interpreted[i] else (peak[i], PEAK_GBPS)
-            bound = max(flops[i] / (ceiling_tflops * 1e12), bytes_moved[i] / (ceiling_gbps * 1e9))
-            row.update(
-                latency_ms=float(t),
-                latency_ms_p20=float(t * 0.97),
-                latency_ms_p80=float(t * 1.04),
-                n_samples=100,
-                compile_ms=900.0 if r.backend == "triton" else None,
-                tflops=float(flops[i] / t / 1e9),
-                gbps=float(bytes_moved[i] / t / 1e6),
-                peak_tflops=float(ceiling_tflops),
-                peak_gbps=float(ceiling_gbps),
-                pct_peak=float(100 * bound / (t / 1e3)),
-                peak_mem_bytes=None if interpreted[i] else int(peak_mem[i]),
-                max_abs_err=float(rel_err[i] * 4),
-                rel_err=float(rel_err[i]),
-            )
-        rows.append(row)
+        point = {name: values[i] for name, values in model.items()}
+        rows.append(trial_row(r, i, point, when, run_id, attempt) | outcome(r, point))
     return rows
 
 
 def quality_rows(when: dt.datetime, run_id: str) -> list[dict]:
-    rows, base = [], {c: None for c in COLUMNS}
+    rows, base = [], EMPTY_ROW
     spec = json.dumps({"task": "mqar", "task_params": {"num_kv_pairs": 8}, "train": {"steps": 1000}})
     kv = {
         "mha": lambda h: h,
@@ -284,68 +320,90 @@ def code_version() -> str:
     )
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=100_000)
-    parser.add_argument("--no-save", action="store_true", help="print only; write nothing under benchmarks/")
-    args = parser.parse_args()
+def measure_build(n_rows: int) -> dict:
+    """Synthesise the dataset in a scratch directory and time the report's build on it: the numbers kept,
+    in the order of the JSON record (rows as read back, seconds, sizes of the two files)."""
     with tempfile.TemporaryDirectory() as scratch:
         start = time.perf_counter()
-        dataset = synthesise(Path(scratch) / "results", args.rows)
+        dataset = synthesise(Path(scratch) / "results", n_rows)
         synthesis_s = time.perf_counter() - start
         start = time.perf_counter()
         paths = build_report(dataset, Path(scratch) / "report")
         build_s = time.perf_counter() - start
         html_bytes, md_bytes = paths.html.stat().st_size, paths.markdown.stat().st_size
         n_rows = len(pd.read_parquet(dataset, columns=["status"]))
-    stages = pd.DataFrame({"stage": list(paths.seconds), "seconds": list(paths.seconds.values())})
+    return {
+        "rows": n_rows,
+        "synthesis_s": synthesis_s,
+        "build_s": build_s,
+        "stage_s": paths.seconds,
+        "html_bytes": html_bytes,
+        "markdown_bytes": md_bytes,
+    }
+
+
+def result_text(result: dict, rows_asked: int, when: dt.datetime) -> str:
+    """The Markdown kept and printed: how it was measured, the summary table, the seconds by stage."""
+    stages = pd.DataFrame({"stage": list(result["stage_s"]), "seconds": list(result["stage_s"].values())})
     summary = pd.DataFrame(
         [
             {
-                "rows": n_rows,
-                "synthesise + write s": round(synthesis_s, 1),
-                "report build s": round(build_s, 2),
+                "rows": result["rows"],
+                "synthesise + write s": round(result["synthesis_s"], 1),
+                "report build s": round(result["build_s"], 2),
                 "target s": TARGET_S,
-                "index.html KiB": round(html_bytes / 1024),
-                "summary.md KiB": round(md_bytes / 1024, 1),
+                "index.html KiB": round(result["html_bytes"] / 1024),
+                "summary.md KiB": round(result["markdown_bytes"] / 1024, 1),
             }
         ]
     )
-    when = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     header = (
-        f"# Report build time at {n_rows} rows ({cpu_name()}, {os.cpu_count()} cores)\n\n"
+        f"# Report build time at {result['rows']} rows ({cpu_name()}, {os.cpu_count()} cores)\n\n"
         f"Measured {when.isoformat()} with `python benchmarks/report_scale.py"
-        f"{'' if args.rows == 100_000 else f' --rows {args.rows}'}`, code {code_version()}; "
+        f"{'' if rows_asked == 100_000 else f' --rows {rows_asked}'}`, code {code_version()}; "
         f"pandas {pd.__version__}, matplotlib {matplotlib.__version__}, Python {platform.python_version()}. "
         f"Load average after: {load}."
     )
-    text = f"{header}\n\n{markdown_table(summary)}\n\nBy stage:\n\n{markdown_table(stages)}\n"
+    return f"{header}\n\n{markdown_table(summary)}\n\nBy stage:\n\n{markdown_table(stages)}\n"
+
+
+def keep(text: str, result: dict, when: dt.datetime) -> None:
+    """The text and a JSON record of the result under benchmarks/results/cpu-amd-epyc/."""
+    out = ROOT / "benchmarks" / "results" / "cpu-amd-epyc"
+    out.mkdir(parents=True, exist_ok=True)
+    stem = f"report_scale-n{result['rows']}-{when:%Y%m%d-%H%M%S}"
+    (out / f"{stem}.md").write_text(text, encoding="utf-8")
+    record = {
+        **result,
+        "target_s": TARGET_S,
+        "pandas": pd.__version__,
+        "python": platform.python_version(),
+        "load_average": os.getloadavg(),
+        "code": code_version(),
+        "cpu": cpu_name(),
+        "measured": when.isoformat(),
+    }
+    (out / f"{stem}.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    print(f"kept: benchmarks/results/cpu-amd-epyc/{stem}.md and .json")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--no-save", action="store_true", help="print only; write nothing under benchmarks/")
+    args = parser.parse_args()
+    result = measure_build(args.rows)
+    when = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    text = result_text(result, args.rows, when)
     print(text)
-    print(f"report_build_s={build_s:.2f} target_s={TARGET_S} rows={n_rows} html_kib={html_bytes / 1024:.0f}")
+    print(
+        f"report_build_s={result['build_s']:.2f} target_s={TARGET_S} rows={result['rows']} "
+        f"html_kib={result['html_bytes'] / 1024:.0f}"
+    )
     if not args.no_save:
-        out = ROOT / "benchmarks" / "results" / "cpu-amd-epyc"
-        out.mkdir(parents=True, exist_ok=True)
-        stem = f"report_scale-n{n_rows}-{when:%Y%m%d-%H%M%S}"
-        (out / f"{stem}.md").write_text(text, encoding="utf-8")
-        record = {
-            "rows": n_rows,
-            "synthesis_s": synthesis_s,
-            "build_s": build_s,
-            "stage_s": paths.seconds,
-            "html_bytes": html_bytes,
-            "markdown_bytes": md_bytes,
-            "target_s": TARGET_S,
-            "pandas": pd.__version__,
-            "python": platform.python_version(),
-            "load_average": os.getloadavg(),
-            "code": code_version(),
-            "cpu": cpu_name(),
-            "measured": when.isoformat(),
-        }
-        (out / f"{stem}.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-        print(f"kept: benchmarks/results/cpu-amd-epyc/{stem}.md and .json")
-    return 0 if build_s < TARGET_S else 1
+        keep(text, result, when)
+    return 0 if result["build_s"] < TARGET_S else 1
 
 
 if __name__ == "__main__":
