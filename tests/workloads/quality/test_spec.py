@@ -9,8 +9,7 @@ import math
 import pytest
 import torch
 
-from tests.workloads.variants.cases import make_trial
-from tests.workloads.variants.test_registry import SHIPPED, SMOKE_PARAMS
+from tests.workloads.variants.cases import SHIPPED, smoke_trial
 from workloads.quality.spec import quality_json, trial_settings, trial_task
 from workloads.runner import run_trial
 from workloads.variants import get_variant
@@ -33,7 +32,7 @@ def trained_trial(variant="mha", phase="quality", **point):
         "phase": phase,
         **point,
     }
-    trial = make_trial(variant, SMOKE_PARAMS.get(variant, {}), **point)
+    trial = smoke_trial(variant, **point)
     return dataclasses.replace(trial, quality=TINY, seed=0)
 
 

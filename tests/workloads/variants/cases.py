@@ -10,8 +10,6 @@ from workloads.variants.layer import build_layer
 
 # The variants of the package; plugins the test session loads (tests/fault_variant.py) are named test-*.
 SHIPPED = sorted(name for name in VARIANTS if not name.startswith("test-"))
-# Each variant's small parameters (Variant.smoke_params, the variants_smoke sweep's): tests and sweep agree.
-SMOKE_PARAMS = {name: dict(variant.smoke_params) for name, variant in VARIANTS.items()}
 
 BASE_POINT = {
     "backend": "torch-ref",
@@ -34,8 +32,9 @@ def make_trial(variant: str, params: dict | None = None, **point) -> Trial:
 
 
 def smoke_trial(variant: str, **point) -> Trial:
-    """`make_trial` at the variant's smoke parameters."""
-    return make_trial(variant, SMOKE_PARAMS[variant], **point)
+    """`make_trial` at the variant's smoke parameters (Variant.smoke_params, the variants_smoke sweep's):
+    tests and sweep agree."""
+    return make_trial(variant, dict(get_variant(variant).smoke_params), **point)
 
 
 def make_inputs(trial: Trial, seed: int = 0) -> dict[str, torch.Tensor]:

@@ -13,7 +13,6 @@ from orchestrator.config import load_config
 from orchestrator.planning import plan_trials
 from tests.workloads.variants.cases import (
     SHIPPED,
-    SMOKE_PARAMS,
     assert_matches_reference,
     make_trial,
     smoke_trial,
@@ -64,9 +63,9 @@ def test_no_variant_may_be_named_all():
 @pytest.mark.parametrize("name", sorted(VARIANTS))
 def test_smoke_params_are_parameters_of_the_variant(name):
     try:
-        get_variant(name).check_params(SMOKE_PARAMS[name])
+        get_variant(name).check_params(get_variant(name).smoke_params)
     except ValueError as exc:
-        pytest.fail(f"{name}: smoke_params {SMOKE_PARAMS[name]} are not valid parameters: {exc}")
+        pytest.fail(f"{name}: smoke_params {get_variant(name).smoke_params} are not valid parameters: {exc}")
 
 
 def test_variants_smoke_plans_every_registered_variant_at_its_smoke_params():
@@ -163,7 +162,9 @@ def test_combinations_not_offered_are_unsupported_rows(name):
 def test_layer_trains_every_parameter(name):
     """The variant as a layer: x [B, N, d_model] -> same shape; every parameter gets a gradient and the
     parameter count is the cost model's."""
-    layer = build_layer(name, n_heads=4, n_kv_heads=2, head_dim=16, params=SMOKE_PARAMS[name])
+    layer = build_layer(
+        name, n_heads=4, n_kv_heads=2, head_dim=16, params=dict(get_variant(name).smoke_params)
+    )
     x = torch.randn(2, 13, 64, generator=torch.Generator().manual_seed(0))
     y = layer(x)
     assert y.shape == x.shape and torch.isfinite(y).all()
