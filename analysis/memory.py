@@ -3,8 +3,8 @@
 A line is a variant with its own parameters and its KV-head rule: "kv=H" when it keeps as many KV
 heads as query heads (MHA), "kv=G" for a fixed count G (GQA, MQA). The KV cache per token is the
 cost model's (every row has it); the peak memory is measured (GPU rows only), so its panels fix one
-shape per phase (the one measured at the most head counts) and one backend (the baseline's, else the
-one with the most rows) to compare like with like.
+shape per phase (the one measured at the most head counts) and one backend (the baseline's; torch-sdpa,
+PyTorch's own pick, under the baseline `best`; else the one with the most rows) to compare like with like.
 """
 
 import html
@@ -156,7 +156,9 @@ def memory_blocks(kept: pd.DataFrame, backend: str) -> list[Block]:
     note = (
         "KV cache: bytes each token adds to one layer's decode cache (cost model), at the most common head "
         "dim and dtype. Peak memory: measured max_memory_allocated of one forward (training step: forward "
-        "and backward), median over the rows of a line; one backend and shape per phase, as named."
+        "and backward), median over the rows of a line; one backend and shape per phase, as named: the "
+        "report baseline's backend (under best: torch-sdpa, what PyTorch picks itself) where it has rows, "
+        "else the one with the most."
     )
     several_heads = max(p.rows["n_heads"].nunique() for p in panels) > 1
     blocks = [Block("h2", "Memory against heads", markdown=several_heads), Block("p", note, markdown=False)]

@@ -3,7 +3,8 @@
 Both are rendered from one list of blocks (headings, notes, tables), so they state the same numbers;
 the plots, the long tables and the full tracebacks appear in the HTML only. Reads Parquet or a
 DataFrame and imports neither torch nor triton (docs/architecture.md §1). The sections live in their own
-modules: latency, speed (against a baseline), roofline, memory, quality, kv_cache, accuracy, failures.
+modules: latency, speed (against a baseline), dispatch (the kernel SDPA picked), roofline, memory, quality,
+kv_cache, accuracy, failures.
 """
 
 import time
@@ -16,6 +17,7 @@ import pandas as pd
 from analysis.accuracy import accuracy_blocks
 from analysis.baseline import DEFAULT_BASELINE, Baseline
 from analysis.blocks import Block, Cell, Table, fmt
+from analysis.dispatch import dispatch_blocks
 from analysis.failures import failures_blocks
 from analysis.kv_cache import kv_cache_blocks
 from analysis.latency import latency_blocks
@@ -114,11 +116,13 @@ def _overview(df: pd.DataFrame, kept: pd.DataFrame) -> list[Block]:
 
 
 def _phase(phase: str, rows: pd.DataFrame, baseline: Baseline) -> list[Block]:
-    """The phase's points in a line, how each variant and backend compares, then latency in detail."""
+    """The phase's points in a line, how each variant and backend compares, the kernel SDPA picked,
+    then latency in detail."""
     latency = latency_blocks(phase, rows)
     if not rows["status"].eq("ok").any():
         return [Block("h2", f"Phase: {phase}"), *latency]
-    return [Block("h2", f"Phase: {phase}"), latency[0], *glance_blocks(phase, rows, baseline), *latency[1:]]
+    compared = [*glance_blocks(phase, rows, baseline), *dispatch_blocks(phase, rows)]
+    return [Block("h2", f"Phase: {phase}"), latency[0], *compared, *latency[1:]]
 
 
 def build_report(
@@ -131,13 +135,16 @@ def build_report(
     """Write `out_dir/index.html` (self-contained, opens offline) and `out_dir/summary.md`.
 
     `results` is a sweep's dataset directory (what `read_results` takes) or its rows as a DataFrame.
-    Several runs are reported together under SELECTION_RULE. `baseline` ('VARIANT/BACKEND') is what
-    speedups are measured against. Raises ValueError when there is no row or the baseline is malformed.
+    Several runs are reported together under SELECTION_RULE. `baseline` ('best', 'VARIANT/BACKEND':
+    analysis.baseline) is what speedups are measured against. Raises ValueError, before writing
+    anything, when there is no row or the baseline is malformed (BaselineError: it names a variant or
+    backend without any row).
     """
     baseline = Baseline.parse(baseline)
     seconds: dict[str, float] = {}
     start = time.perf_counter()
     df = load_results(results)
+    baseline.check(df)
     kept = latest_per_trial(df)
     seconds["load and select"] = time.perf_counter() - start
     title = title or f"attnsweep report: {distinct(df['sweep'])}"
@@ -146,7 +153,7 @@ def build_report(
         ("environment", lambda: _environment(df, kept) + _overview(df, kept)),
         *((f"phase {p}", lambda p=p: _phase(p, kept[kept["phase"].eq(p)], baseline)) for p in speed_phases),
         ("roofline", lambda: roofline_blocks(kept)),
-        ("memory", lambda: memory_blocks(kept, baseline.backend)),
+        ("memory", lambda: memory_blocks(kept, baseline.memory_backend)),
         ("quality", lambda: quality_blocks(kept)),
         ("kv cache", lambda: kv_cache_blocks(kept)),
         ("accuracy", lambda: accuracy_blocks(kept)),

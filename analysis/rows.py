@@ -68,6 +68,18 @@ def shown_note(shown: int, total: int, what: str, how: str) -> str:
     return "" if shown >= total else f"Showing {shown} of {total} {what} ({how}); the dataset holds all."
 
 
+def tally_points(values: pd.Series, order: list[str]) -> str:
+    """'sdpa-flash at 10 points, flex at 2': how often each value occurs, the most frequent first (a tie:
+    in `order`, then by name)."""
+    counts = values.value_counts()
+    rank = {name: i for i, name in enumerate(order)}
+    ordered = sorted(counts.items(), key=lambda item: (-item[1], rank.get(item[0], len(rank)), str(item[0])))
+    parts = [f"{name} at {n}" for name, n in ordered]
+    if parts:
+        parts[0] += " point" if ordered[0][1] == 1 else " points"
+    return ", ".join(parts)
+
+
 def text(value: object) -> str:
     return "" if value is None or pd.isna(value) else str(value)
 

@@ -32,7 +32,12 @@ _COLUMNS: list[tuple[str, pa.DataType, str]] = [
     ("trial_id", pa.string(), "stable hash of the trial's resolved configuration"),
     ("attempt", pa.int32(), "runs of the trial: its earlier rows (resume) + its runs in this invocation"),
     ("variant", pa.string(), "variant registry name"),
-    ("backend", pa.string(), "torch-ref | torch-sdpa | triton"),
+    (
+        "backend",
+        pa.string(),
+        "torch-ref | torch-sdpa | sdpa-flash | sdpa-efficient | sdpa-cudnn | sdpa-math | flex | triton, "
+        "or a plugin's",
+    ),
     ("phase", pa.string(), " | ".join(PHASES)),
     ("batch", pa.int64(), "sequences per batch (quality/prune: per training step)"),
     ("seq_len", pa.int64(), "tokens per sequence (prefill, task length) or cached tokens (decode)"),
@@ -51,6 +56,12 @@ _COLUMNS: list[tuple[str, pa.DataType, str]] = [
     ("latency_ms_p80", pa.float64(), "80th percentile of the timed runs"),
     ("n_samples", pa.int64(), "timed runs behind the quantiles"),
     ("compile_ms", pa.float64(), "first call, JIT compile included (not part of latency)"),
+    (
+        "kernels",
+        pa.list_(pa.string()),
+        "what one call launched, distinct names in launch order: GPU kernels; on the CPU the top-level "
+        "aten ops (with the kernel scaled_dot_product_attention dispatched to)",
+    ),
     ("flops", pa.float64(), "analytic FLOPs of one forward"),
     ("bytes_moved", pa.float64(), "analytic bytes read and written by one forward"),
     ("tflops", pa.float64(), "flops / latency"),

@@ -106,7 +106,8 @@ trap 'rm -rf "$SCRATCH"' EXIT
 
 if [ "$CPU_SMOKE" = 1 ]; then
     : "${GPU_CHECK_PYTEST=-k custom_scale}"
-    : "${GPU_CHECK_TABLE=sweep.axes.seq_len=[32,64] sweep.axes.batch=[1] sweep.axes.n_heads=[2] sweep.axes.n_kv_heads=[1] sweep.axes.head_dim=[16] sweep.axes.dtype=[float32] measure.min_run_time_s=0.01}"
+    # The CPU smoke checks the script's mechanics: SDPA's CUDA-only kernels and flex's compiles stay out.
+    : "${GPU_CHECK_TABLE=sweep.backends=[torch-sdpa,triton] sweep.axes.seq_len=[32,64] sweep.axes.batch=[1] sweep.axes.n_heads=[2] sweep.axes.n_kv_heads=[1] sweep.axes.head_dim=[16] sweep.axes.dtype=[float32] measure.min_run_time_s=0.01}"
     : "${GPU_CHECK_SMOKE=sweep.variants=[gqa,mla,moh] sweep.phases=[prefill,decode] measure.min_run_time_s=0.01}"
 else
     : "${GPU_CHECK_PYTEST=}"

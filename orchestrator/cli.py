@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from analysis.baseline import Baseline
+from analysis.baseline import DEFAULT_BASELINE, Baseline, BaselineError
 from orchestrator.config import Config, ConfigError, load_config
 from orchestrator.executors import ExecutorError, fix_cublas_workspace
 from orchestrator.messages import first_line
@@ -177,7 +177,7 @@ def cmd_keys(prefix: str, markdown: bool) -> int:
     return 0
 
 
-def cmd_report(results: str, out: str | None, baseline: str = "mha/torch-sdpa") -> int:
+def cmd_report(results: str, out: str | None, baseline: str = DEFAULT_BASELINE) -> int:
     from analysis.report import build_report
     from analysis.store import dataset_exists, dataset_name
 
@@ -190,6 +190,8 @@ def cmd_report(results: str, out: str | None, baseline: str = "mha/torch-sdpa") 
             return _fail(USAGE_ERROR, f"RESULTS={results}: no results dataset there")
         out_dir = Path(out) if out else Path("reports") / dataset_name(results)
         paths = build_report(results, out_dir, baseline=baseline)
+    except BaselineError as exc:  # a baseline the dataset has no row of: nothing written
+        return _fail(USAGE_ERROR, f"--baseline={baseline}: {exc}")
     except ValueError as exc:  # an unsupported URI, or no rows to report
         return _fail(USAGE_ERROR, f"RESULTS={results}: {exc}")
     except OSError as exc:  # an object store that cannot be reached or read
@@ -266,9 +268,12 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", help="output directory (default: reports/<sweep>)")
     report.add_argument(
         "--baseline",
-        default="mha/torch-sdpa",
-        metavar="VARIANT/BACKEND",
-        help="what speedups are measured against (default: mha/torch-sdpa)",
+        default=DEFAULT_BASELINE,
+        metavar="best|VARIANT/BACKEND",
+        help=(
+            "what speedups are measured against: best (default: at each point the fastest PyTorch "
+            "kernel of mha, else of the row's own variant) or e.g. mha/torch-sdpa"
+        ),
     )
     sync = sub.add_parser("sync", help="log to MLflow the rows of a results dataset that it lacks")
     sync.add_argument("results", help="a sweep's dataset: results/smoke, s3://bucket/prefix/smoke")

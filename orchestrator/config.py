@@ -25,7 +25,7 @@ from hydra.errors import HydraException, MissingConfigException, OverrideParseEx
 from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from analysis.baseline import Baseline
+from analysis.baseline import DEFAULT_BASELINE, Baseline
 from orchestrator.messages import first_line
 from workloads.backends import BACKENDS
 from workloads.measure import MeasureSettings
@@ -33,7 +33,7 @@ from workloads.quality.spec import quality_json, task_defaults
 from workloads.quality.tasks import TASKS
 from workloads.quality.train import TrainRecipe
 from workloads.trial import DTYPES, PHASES
-from workloads.variants import ALL_VARIANTS, VARIANTS, param_grid
+from workloads.variants import ALL_VARIANTS, PLUGIN_ERROR, VARIANTS, param_grid
 
 EXECUTORS = ("ray", "local")
 PROGRESS_MODES = ("auto", "bar", "lines", "off")
@@ -154,7 +154,7 @@ class SweepConf:
     variants: list[str] = setting(
         ["mha"], "attention variants: one file each in workloads/variants/; all: every registered one"
     )
-    backends: list[str] = setting(["torch-sdpa"], f"backends: {', '.join(sorted(BACKENDS))}")
+    backends: list[str] = setting(["torch-sdpa"], f"backends: {', '.join(BACKENDS)}")
     phases: list[str] = setting(["prefill"], f"phases: {', '.join(PHASES)}")
     axes: AxesConf = field(default_factory=AxesConf)
     params: dict[str, dict[str, Any]] = field(
@@ -172,6 +172,8 @@ class SweepConf:
             raise ConfigError(
                 f"sweep.name: {self.name!r} is not a plain name (letters, digits, '_', '.', '-')"
             )
+        if PLUGIN_ERROR is not None:  # a plugin module that failed to load, named before anything runs
+            raise ConfigError(PLUGIN_ERROR)
         _check_choices("sweep.variants", self.variants, [*VARIANTS, ALL_VARIANTS], "variant")
         _check_choices("sweep.backends", self.backends, BACKENDS, "backend")
         _check_choices("sweep.phases", self.phases, PHASES, "phase")
@@ -237,7 +239,9 @@ class Config:
     reports_dir: str = setting("reports", "the report goes under <reports_dir>/<sweep.name>/")
     report: bool = setting(True, "build the report (index.html, summary.md) when the run ends")
     report_baseline: str = setting(
-        "mha/torch-sdpa", "VARIANT/BACKEND the report's speedups are measured against"
+        DEFAULT_BASELINE,
+        "what the report's speedups are measured against: best (at each point the fastest PyTorch "
+        "kernel of mha, else of the row's own variant) or VARIANT/BACKEND, e.g. mha/torch-sdpa",
     )
     progress: str = setting(
         "auto", "auto (a live bar on a terminal, one line per trial otherwise), bar, lines or off"
@@ -254,10 +258,12 @@ class Config:
     def check(self) -> None:
         """Everything the planner and the executors rely on; ConfigError on the first problem."""
         try:
-            Baseline.parse(self.report_baseline)
+            baseline = Baseline.parse(self.report_baseline)
         except ValueError as exc:
             raise ConfigError(f"report_baseline: {exc}") from exc
         self.sweep.check()
+        if self.report:
+            self._check_baseline_is_swept(baseline)
         if self.executor not in EXECUTORS:
             raise ConfigError(f"executor: {self.executor!r} is not one of {', '.join(EXECUTORS)}")
         if self.progress not in PROGRESS_MODES:
@@ -274,6 +280,19 @@ class Config:
             self.measure.check()
         except ValueError as exc:
             raise ConfigError(f"measure.{exc}") from exc
+
+    def _check_baseline_is_swept(self, baseline: Baseline) -> None:
+        """A fixed baseline names a swept variant and backend: else the report refuses it, after the run."""
+        variants = list(VARIANTS) if ALL_VARIANTS in self.sweep.variants else self.sweep.variants
+        for key, name, swept in (
+            ("variants", baseline.variant, variants),
+            ("backends", baseline.backend, self.sweep.backends),
+        ):
+            if not baseline.is_best and name not in swept:
+                raise ConfigError(
+                    f"report_baseline={self.report_baseline}: {name} is not in sweep.{key} "
+                    f"({', '.join(swept)}); report_baseline=best takes the fastest PyTorch kernel"
+                )
 
 
 ConfigStore.instance().store(name="attnsweep_schema", node=Config)

@@ -35,6 +35,8 @@ from orchestrator.messages import first_line
 # the child is created, so even a child whose logging was cut short by an outage is recognised.
 IDENTITY_TAGS = ("run_id", "trial_id", "attempt")
 CHILD_TAGS = (*IDENTITY_TAGS, "status", "variant", "backend", "phase", "device")
+# MLflow refuses tag values over 8000 characters; CUDA kernel names are long C++ templates.
+MAX_TAG_CHARS = 5000
 # Columns that are configuration or bookkeeping, not measurements, though numeric.
 NOT_METRICS = set(CONFIG_COLUMNS) | {"attempt"}
 # The MLflow status that closes a trial's child run: FINISHED when the trial ran as planned, else
@@ -175,6 +177,8 @@ def child_run_contents(record: Mapping[str, Any]):
     ]
     tags = [RunTag(key, str(record[key] if record.get(key) is not None else "")) for key in CHILD_TAGS]
     tags.append(RunTag("interpreted", str(bool(record["interpreted"])).lower()))
+    if record.get("kernels") is not None and len(record["kernels"]):  # what ran, searchable in MLflow
+        tags.append(RunTag("kernels", "; ".join(record["kernels"])[:MAX_TAG_CHARS]))
     return params, metrics, tags
 
 

@@ -6,12 +6,21 @@ taken from datasheets, and cached per process.
 """
 
 import functools
+import re
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
+from torch.autograd import DeviceType
+from torch.autograd.profiler import profile
 from torch.utils import benchmark
+
+# CPU ops that name the implementation a dispatching op chose: SDPA's kernels (flash for CPU, math, ...).
+DISPATCHED_PREFIXES = ("aten::_scaled_dot_product", "aten::_flash_attention", "aten::_efficient_attention")
+# Top-level CPU events of torch.compile that run nothing: its guard check, and its first-call tracing.
+DYNAMO_BOOKKEEPING = ("TorchDynamo Cache Lookup", "dynamo")
+COMPILED_REGION_ID = re.compile(r": \d+/\d+$")  # "Torch-Compiled Region: 3/0" -> "Torch-Compiled Region"
 
 
 @dataclass
@@ -109,6 +118,32 @@ def peak_memory_bytes(fn: Callable[[], object], device: torch.device) -> int | N
     fn()
     synchronize(device)
     return torch.cuda.max_memory_allocated(device)
+
+
+def launched_kernels(fn: Callable[[], object], device: torch.device) -> list[str]:
+    """What one call of `fn` launched, distinct names in launch order, profiled outside any timing.
+
+    GPU: the device kernels. CPU: the top-level aten ops, each followed by the op a dispatching one
+    chose (scaled_dot_product_attention -> _scaled_dot_product_flash_attention_for_cpu, ...), since
+    a CPU runs no kernels of its own to name.
+    """
+    # The autograd profiler, not torch.profiler.profile: the latter's start imports Inductor, Dynamo and
+    # Triton (5 s of a worker's first trial on a CPU, and Triton before its interpreter is chosen).
+    with profile(use_cpu=True, use_device="cuda" if device.type == "cuda" else None) as profiler:
+        fn()
+        synchronize(device)
+    events = profiler.function_events
+    if device.type == "cuda":
+        kernels = [e for e in events if e.device_type == DeviceType.CUDA]
+        names = [e.name for e in sorted(kernels, key=lambda e: e.time_range.start)]
+    else:
+        names = []
+        for event in sorted((e for e in events if e.cpu_parent is None), key=lambda e: e.time_range.start):
+            if event.name in DYNAMO_BOOKKEEPING:
+                continue
+            names.append(COMPILED_REGION_ID.sub("", event.name))  # ids differ between processes
+            names += [c.name for c in event.cpu_children if c.name.startswith(DISPATCHED_PREFIXES)]
+    return list(dict.fromkeys(names))
 
 
 def is_out_of_memory(exc: BaseException) -> bool:

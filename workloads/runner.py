@@ -14,13 +14,14 @@ import traceback
 import torch
 
 from workloads.accuracy import REL_TOLERANCE, errors, within_tolerance
-from workloads.backends import load_kernels
+from workloads.backends import Unsupported, choose_triton_mode, load_kernels
 from workloads.environment import environment_fields
 from workloads.measure import (
     MeasureSettings,
     device_peaks,
     free_memory,
     is_out_of_memory,
+    launched_kernels,
     peak_memory_bytes,
     synchronize,
     time_callable,
@@ -131,6 +132,7 @@ def _measure(trial: Trial, device: torch.device, settings: MeasureSettings, resu
         return
     del out
 
+    result.kernels = launched_kernels(forward, device)
     result.peak_mem_bytes = peak_memory_bytes(forward, device)
     timing = time_callable(forward, device, settings)
     result.latency_ms, result.latency_ms_p20, result.latency_ms_p80 = (
@@ -165,6 +167,7 @@ def _fill_cost(trial: Trial, result: TrialResult) -> None:
 
 def run_trial(trial: Trial, settings: MeasureSettings | None = None) -> TrialResult:
     settings = settings or MeasureSettings()
+    choose_triton_mode()  # before torch.compile (flex) imports Triton, which reads the mode once
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     result = TrialResult(status="error", **environment_fields(device.type))
     try:
@@ -177,6 +180,8 @@ def run_trial(trial: Trial, settings: MeasureSettings | None = None) -> TrialRes
             run_trained(trial, device, result)
         else:
             _measure(trial, device, settings, result)
+    except Unsupported as exc:  # a backend that refused the point when it ran it (PyTorch's reason)
+        result.status, result.error = "unsupported", str(exc)
     except Exception as exc:  # a failing trial is a result, not a crash of the sweep
         result.status = "oom" if is_out_of_memory(exc) else "error"
         result.error = "".join(traceback.format_exception(exc)).strip()

@@ -97,6 +97,7 @@ class TrialResult:
     latency_ms_p80: float | None = None
     n_samples: int | None = None
     compile_ms: float | None = None
+    kernels: list[str] | None = None  # what one call launched, in order (`measure.launched_kernels`)
     flops: float | None = None
     bytes_moved: float | None = None
     tflops: float | None = None

@@ -4,6 +4,10 @@ Run 1 (GPU host) covers variants × backends × phases × seq_lens, triton decod
 interpreter, with one error (a traceback full of '<' and '&'), one oom and one unsupported point.
 Run 2, a day later, re-runs three trials: one now faster (the report must take it), the oom one now
 ok, and one that fails this time (the report must keep run 1's ok row).
+
+Beside it: the heads dataset (variants × backends × phases × heads, for the sections by heads), and the
+vendor dataset (PyTorch's kernels side by side, each with what it launched, for the `best` baseline and
+the kernel SDPA's dispatcher picked).
 """
 
 import hashlib
@@ -57,6 +61,7 @@ def make_row(
     head_dim: int = 64,
     batch: int = 2,
     dtype: str = "float16",
+    kernels: list[str] | None = None,
 ) -> dict:
     """One row with every schema column, measured numbers from a toy cost model. KV heads: as many as
     query heads for mha, else the variant's VARIANTS count."""
@@ -93,13 +98,14 @@ def make_row(
         driver_version="580.65.06",
         code_version="4f2c9e1+dirty",
         timestamp=when,
+        kernels=kernels,
     )
     if status != "ok":
         return row
     q_len = 1 if phase == "decode" else seq_len
     flops = 4.0 * batch * n_heads * q_len * (seq_len + 1) / 2 * head_dim * (3.5 if phase == "train" else 1)
     kv_bytes = 2 * batch * n_kv * seq_len * head_dim * 2
-    speed = {"torch-ref": 3.0, "torch-sdpa": 1.0, "triton": 0.8}[backend] * (1 + n_kv / 8)
+    speed = {"torch-ref": 3.0, "torch-sdpa": 1.0, "triton": 0.8}.get(backend, 1.0) * (1 + n_kv / 8)
     if latency_ms is None:
         latency_ms = speed * (1e-4 * seq_len if phase == "decode" else 2e-5 * seq_len**1.6) + 0.01
         latency_ms *= n_heads / 8 * (3 if phase == "train" else 1)
@@ -223,3 +229,97 @@ def results_dir(tmp_path_factory) -> object:
 @pytest.fixture(scope="session")
 def results_df(results_dir):
     return read_results(results_dir)
+
+
+# What one call launched, as the `kernels` column records it (GPU kernel names, shortened templates).
+FLASH_KERNEL = (
+    "void pytorch_flash::flash_fwd_kernel<Flash_fwd_kernel_traits<64, 128, 128, 4, false>>(Flash_fwd_params)"
+)
+EFFICIENT_KERNEL = (
+    "fmha_cutlassF_f16_aligned_64x64_rf_sm80(PyTorchMemEffAttention::AttentionKernel<half>::Params)"
+)
+CUDNN_KERNEL = "cudnn_generated_fort_native_sdpa_sm90_flash_fprop_wgmma_f16_knob_7_64x128x64_4x1x1_kernel0_0"
+MATH_KERNELS = [
+    "ampere_fp16_s16816gemm_fp16_128x128_ldg8_f2f_stages_32x5_nn",
+    "void at::native::(anonymous namespace)::cunn_SoftMaxForward<4, c10::Half, float>",
+]
+COPY_KERNEL = (
+    "void at::native::elementwise_kernel<128, 2, at::native::gpu_kernel_impl_nocast<direct_copy_kernel_cuda>>"
+)
+VENDOR_KERNELS = {
+    "sdpa-flash": [FLASH_KERNEL],
+    "sdpa-efficient": [EFFICIENT_KERNEL],
+    "sdpa-cudnn": [CUDNN_KERNEL],
+    "sdpa-math": MATH_KERNELS,
+    "flex": ["triton_tem_fused_0"],
+    "triton": ["_attn_fwd"],
+}
+# Speed against sdpa-flash by backend and length: cuDNN wins at 1000 tokens, flex at 128 (decode: the
+# efficient kernel everywhere); triton beats them all but is not PyTorch's, so never the baseline.
+VENDOR_SPEED = {
+    "torch-sdpa": (0.95, 1.02, 0.72),
+    "sdpa-flash": (1.0, 1.0, 1.0),
+    "sdpa-efficient": (1.3, 1.2, 1.1),
+    "sdpa-cudnn": (1.2, 1.1, 0.7),
+    "sdpa-math": (3.0, 4.0, 5.0),
+    "flex": (0.9, 1.05, 1.2),
+    "triton": (0.6, 0.6, 0.6),
+}
+VENDOR_DECODE_SPEED = {
+    "sdpa-efficient": 0.5,
+    "torch-sdpa": 0.55,
+    "sdpa-math": 2.0,
+    "flex": 0.8,
+    "triton": 0.4,
+}
+# torch-sdpa's pick at each (phase, variant, length): flash, then cuDNN at 1000 tokens; in decode the
+# efficient kernel for mha and math for gqa (after a copy: the first matching name is the kernel's).
+SDPA_PICKS = {
+    ("prefill", 128): [FLASH_KERNEL],
+    ("prefill", 384): [FLASH_KERNEL],
+    ("prefill", 1000): [CUDNN_KERNEL],
+    ("decode", "mha"): [EFFICIENT_KERNEL],
+    ("decode", "gqa"): [COPY_KERNEL, *MATH_KERNELS],
+}
+VENDOR_UNSUPPORTED = "sdpa-cudnn: cuDNN attention has no kernel for a query of one token"
+VENDOR_ERROR_TRIAL = dict(variant="mha", backend="sdpa-cudnn", phase="prefill", seq_len=384)
+
+
+def _vendor_point(variant: str, backend: str, phase: str, seq_len: int) -> dict:
+    """make_row's keywords for one point of the vendor dataset."""
+    length = SEQ_LENS.index(seq_len)
+    base_ms = 1e-4 * seq_len if phase == "decode" else 2e-5 * seq_len**1.6
+    kwargs: dict = dict(variant=variant, backend=backend, phase=phase, seq_len=seq_len)
+    if phase == "decode" and backend == "sdpa-cudnn":
+        return kwargs | dict(status="unsupported", error=VENDOR_UNSUPPORTED)
+    if dict(variant=variant, backend=backend, phase=phase, seq_len=seq_len) == VENDOR_ERROR_TRIAL:
+        return kwargs | dict(status="error", error=TRACEBACK)
+    if phase == "decode":
+        speed = VENDOR_DECODE_SPEED.get(backend, 1.0)
+        picked = SDPA_PICKS["decode", variant]
+    else:
+        speed = VENDOR_SPEED[backend][length]
+        picked = SDPA_PICKS["prefill", seq_len]
+    kernels = picked if backend == "torch-sdpa" else VENDOR_KERNELS[backend]
+    return kwargs | dict(latency_ms=speed * base_ms * (1.3 if variant == "mha" else 1.0), kernels=kernels)
+
+
+def vendor_rows() -> list[dict]:
+    """One run of mha and gqa on every PyTorch backend and triton, prefill and decode, each ok row with
+    the kernels it launched; sdpa-cudnn unsupported in decode and failing at one prefill point."""
+    t0 = datetime(2025, 6, 1, 8, 0, tzinfo=timezone.utc)
+    points = [
+        (v, b, p, s)
+        for v in ("mha", "gqa")
+        for b in VENDOR_SPEED
+        for p in ("prefill", "decode")
+        for s in SEQ_LENS
+    ]
+    rows = [
+        make_row("run-vendor", t0 + timedelta(seconds=i), **_vendor_point(*point))
+        for i, point in enumerate(points)
+    ]
+    for row in rows:
+        row["sweep"] = "vendor"
+        row["interpreted"], row["device"] = False, DEVICE  # a GPU run: triton decode compiled too
+    return rows

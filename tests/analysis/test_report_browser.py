@@ -21,7 +21,7 @@ from PIL import Image, ImageStat
 from analysis.compare_report import write_comparison
 from analysis.report import build_report
 from tests.analysis.chromium import WINDOW, DevTools, install_chromium, screenshot
-from tests.analysis.conftest import TRACEBACK, heads_rows
+from tests.analysis.conftest import TRACEBACK, heads_rows, vendor_rows
 from tests.analysis.test_compare import is_triton, measure, result_row, sweep_points, write_dataset
 from tests.analysis.test_quality import make_rows as quality_rows
 
@@ -46,9 +46,10 @@ def chromium() -> str:
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
     """The report of a fixture dataset with every section: three phases over 4/6/12 heads, failures,
-    interpreted rows, and the trained phases."""
+    interpreted rows, and the trained phases. Against a fixed baseline, whose row says 'baseline' in
+    the speedup column (the sort test below); the default, best, has its own test."""
     rows = pd.concat([pd.DataFrame(heads_rows()), quality_rows()], ignore_index=True)
-    return build_report(rows, tmp_path_factory.mktemp("browser-report")).html
+    return build_report(rows, tmp_path_factory.mktemp("browser-report"), baseline="mha/torch-sdpa").html
 
 
 @pytest.fixture(scope="module")
@@ -174,3 +175,45 @@ def test_comparison_page_loads_fits_sorts_and_is_not_blank(chromium, tmp_path):
     assert width <= WINDOW[0], "wide tables must scroll in their own box, not the page"
     assert clicked > 40  # every table but the facts sorts
     assert_not_blank(shot, "-compare")
+
+
+GLANCE_AND_DISPATCH = """
+(() => {
+  const tables = [...document.querySelectorAll("table.sortable")];
+  const headers = t => [...t.tHead.rows[0].cells].map(th => th.textContent);
+  const glance = tables.find(t => headers(t)[3] === "× best");
+  const dispatch = tables.find(t => headers(t).includes("picked kernel"));
+  const column = headers(dispatch).indexOf("picked kernel");
+  const th = dispatch.tHead.rows[0].cells[column];
+  th.click();
+  const picked = [...dispatch.tBodies[0].rows].map(r => r.cells[column].textContent);
+  return {
+    heading: glance.closest(".scroll").previousElementSibling.previousElementSibling.textContent,
+    speedups: [...glance.tBodies[0].rows].map(r => r.cells[1].textContent + " " + r.cells[3].textContent),
+    under: glance.closest(".scroll").nextElementSibling.textContent,
+    picked: picked,
+    sort: th.getAttribute("aria-sort"),
+    shown: glance.getBoundingClientRect().height > 0 && dispatch.getBoundingClientRect().height > 0,
+  };
+})()
+"""
+
+
+def test_glance_against_best_and_the_kernel_sdpa_picked(chromium, tmp_path):
+    """The default baseline on a dataset of PyTorch's kernels: the glance table against the per-point
+    fastest, the sentence naming them under it, and the dispatcher's picks, sortable."""
+    html_path = build_report(pd.DataFrame(vendor_rows()), tmp_path / "vendor").html
+    with DevTools(chromium, tmp_path / "profile") as browser:
+        browser.open(html_path.as_uri())
+        got = browser.evaluate(GLANCE_AND_DISPATCH)
+        width = browser.evaluate("document.documentElement.scrollWidth")
+        shot = browser.screenshot(tmp_path / "vendor.png")
+        problems = browser.problems()
+    assert problems == [] and got["shown"]
+    assert got["heading"] == "prefill: at a glance, against the fastest PyTorch kernel of mha"
+    assert "triton 1.43×" in got["speedups"] and "sdpa-math 0.219×" in got["speedups"]
+    assert got["under"].startswith("Baseline best: at each point the fastest ok row of mha among torch-sdpa")
+    assert got["under"].endswith(": sdpa-flash at 1 point, sdpa-cudnn at 1, flex at 1.")
+    assert got["sort"] == "ascending" and got["picked"] == ["cudnn"] * 2 + ["flash"] * 4
+    assert width <= WINDOW[0], "wide tables must scroll in their own box, not the page"
+    assert_not_blank(shot, "-vendor")

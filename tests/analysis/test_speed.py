@@ -44,6 +44,8 @@ def planted(latencies: dict[tuple, float], **shape) -> pd.DataFrame:
         pytest.param("mha/torch-sdpa", Baseline("mha", "torch-sdpa"), id="default"),
         pytest.param(" gqa / triton ", Baseline("gqa", "triton"), id="spaces-trimmed"),
         pytest.param(Baseline("mqa", "torch-ref"), Baseline("mqa", "torch-ref"), id="already-parsed"),
+        pytest.param("best", Baseline("mha", "best"), id="best-of-mha"),
+        pytest.param(" gqa/best", Baseline("gqa", "best"), id="best-of-another-variant"),
     ],
 )
 def test_baseline_parse(text, expected):
@@ -168,3 +170,143 @@ def test_build_report_rejects_a_malformed_baseline(tmp_path):
     with pytest.raises(ValueError, match="VARIANT/BACKEND"):
         build_report(pd.DataFrame(heads_rows()), tmp_path, baseline="mha")
     assert not (tmp_path / "index.html").exists()
+
+
+BEST = Baseline.parse("best")
+
+
+def rows_of(entries: list[tuple], **shape) -> pd.DataFrame:
+    """(variant, backend, seq_len, latency_ms[, status]) -> prefill rows; a row that is not ok keeps
+    its planted latency, so that only its status can leave it out."""
+    rows = planted({(v, b, n): ms for v, b, n, ms, *_ in entries}, **shape)
+    return rows.assign(status=[entry[4] if len(entry) > 4 else "ok" for entry in entries])
+
+
+@pytest.mark.parametrize(
+    "entries, expected",
+    [
+        pytest.param(
+            [("mha", "torch-sdpa", 100, 2.0), ("mha", "sdpa-flash", 100, 1.0), ("mha", "flex", 100, 1.5)],
+            ("sdpa-flash", 1.0),
+            id="fastest-vendor-row",
+        ),
+        pytest.param(
+            [("mha", "sdpa-flash", 100, 1.0), ("mha", "torch-sdpa", 100, 1.0)],
+            ("torch-sdpa", 1.0),
+            id="tie-first-in-VENDOR_BACKENDS",
+        ),
+        pytest.param(
+            [("mha", "torch-sdpa", 100, 2.0), ("mha", "sdpa-cudnn", 100, 0.5, "unsupported")],
+            ("torch-sdpa", 2.0),
+            id="faster-unsupported-row-ignored",
+        ),
+        pytest.param(
+            [("mha", "torch-sdpa", 100, 2.0), ("mha", "sdpa-flash", 100, 0.5, "error")],
+            ("torch-sdpa", 2.0),
+            id="faster-error-row-ignored",
+        ),
+        pytest.param(
+            [("mha", "sdpa-math", 100, 3.0), ("mha", "triton", 100, 0.5), ("mha", "torch-ref", 100, 0.4)],
+            ("sdpa-math", 3.0),
+            id="not-pytorchs-never-the-baseline",
+        ),
+        pytest.param(
+            [("mha", "triton", 100, 0.5), ("mha", "sdpa-flash", 1000, 9.0)], (None, None), id="missing-point"
+        ),
+    ],
+)
+def test_best_is_the_fastest_ok_pytorch_row_at_each_point(entries, expected):
+    result = speedups(rows_of([*entries, ("gqa", "triton", 100, 0.25)]), BEST)
+    gqa = result[result["variant"].eq("gqa")].iloc[0]
+    backend, ms = expected
+    if backend is None:
+        assert pd.isna(gqa["baseline_backend"]) and math.isnan(gqa["speedup"])
+    else:
+        assert gqa["baseline_backend"] == backend
+        assert (gqa["baseline_ms"], gqa["speedup"]) == pytest.approx((ms, ms / 0.25))
+
+
+@pytest.mark.parametrize(
+    "entries, expected",
+    [
+        pytest.param(
+            [("mha", "sdpa-flash", 100, 2.0), ("mqa", "flex", 100, 1.0)],
+            {"gqa": 1.0, "mqa": 0.5},  # mha's sdpa-flash for both: 2.0 / (2.0, 4.0)
+            id="mha-when-it-has-vendor-rows",
+        ),
+        pytest.param(
+            [("gqa", "sdpa-flash", 100, 1.0), ("mqa", "flex", 100, 3.0), ("mha", "triton", 100, 0.1)],
+            {"gqa": 0.5, "mqa": 0.75},  # each its own: 1.0 / 2.0, 3.0 / 4.0
+            id="own-variant-without-mha-vendor-rows",
+        ),
+    ],
+)
+def test_best_takes_mha_else_each_rows_own_variant(entries, expected):
+    rows = rows_of([*entries, ("gqa", "triton", 100, 2.0), ("mqa", "triton", 100, 4.0)])
+    result = speedups(rows, BEST)
+    triton = result[result["backend"].eq("triton") & result["variant"].ne("mha")]
+    assert triton.set_index("variant")["speedup"].to_dict() == pytest.approx(expected)
+
+
+def test_own_variant_best_matches_its_kv_heads_and_params():
+    rows = rows_of([("gqa", "sdpa-flash", 100, 1.0), ("gqa", "triton", 100, 0.5)], n_heads=12)
+    other = rows.assign(n_kv_heads=4, params='{"x":1}', latency_ms=[3.0, 1.0], trial_id=["a", "b"])
+    result = speedups(pd.concat([rows, other], ignore_index=True), BEST)
+    triton = result[result["backend"].eq("triton")].set_index("n_kv_heads")
+    assert (triton.loc[2, "speedup"], triton.loc[4, "speedup"]) == pytest.approx((2.0, 3.0))
+
+
+def test_glance_against_best_names_the_baseline_kernel_at_each_point():
+    rows = rows_of(
+        [("mha", "sdpa-flash", n, 1.0) for n in (100, 200, 300)]
+        + [
+            ("mha", "flex", 300, 0.5),
+            ("mha", "sdpa-cudnn", 200, 0.1, "unsupported"),
+            ("gqa", "triton", 100, 0.5),
+        ]
+    )
+    blocks = glance_blocks("prefill", rows, BEST)
+    texts = [str(b.content) for b in blocks if b.kind in ("h3", "p")]
+    assert texts[0] == "prefill: at a glance, against the fastest PyTorch kernel of mha"
+    assert texts[-1].endswith(
+        "among torch-sdpa, sdpa-flash, sdpa-efficient, sdpa-cudnn, sdpa-math, flex: "
+        "sdpa-flash at 2 points, flex at 1."
+    )
+    table = next(b.content for b in blocks if b.kind == "table")
+    assert table.headers[3] == "× best"
+    cells = {(r[0], r[1]): r[3].text for r in table.rows}
+    assert cells["gqa", "triton"] == "2.00×" and cells["mha", "sdpa-flash"] == f"{fmt(0.5 ** (1 / 3))}×"
+    assert any(b.kind == "raw" and "speedup over best" in str(b.content) for b in blocks)
+
+
+def test_glance_of_own_variants_names_each_variants_kernels():
+    rows = rows_of([("gqa", "sdpa-flash", 100, 1.0), ("mqa", "flex", 100, 2.0), ("mqa", "triton", 100, 1.0)])
+    texts = [str(b.content) for b in glance_blocks("prefill", rows, BEST) if b.kind in ("h3", "p")]
+    assert texts[0] == "prefill: at a glance, against the fastest PyTorch kernel of each variant"
+    assert "of the row's own variant" in texts[-1]
+    assert texts[-1].endswith(": gqa: sdpa-flash at 1 point; mqa: flex at 1 point.")
+
+
+def test_best_without_a_pytorch_row_says_there_is_no_baseline():
+    rows = rows_of([("mha", "triton", 100, 1.0), ("gqa", "torch-sdpa", 100, 0.5, "error")])
+    blocks = glance_blocks("prefill", rows, BEST)
+    assert "has a measured row in this phase: no baseline, no speedups." in str(blocks[-1].content)
+    table = next(b.content for b in blocks if b.kind == "table")
+    assert [r[3].text for r in table.rows] == ["—"]
+    assert not any(b.kind == "raw" for b in blocks)  # no speedup to draw
+
+
+def test_a_fixed_baseline_is_unchanged_beside_vendor_rows():
+    """mha/torch-sdpa stays mha on torch-sdpa, even where sdpa-flash is faster."""
+    rows = rows_of(
+        [("mha", "torch-sdpa", 100, 2.0), ("mha", "sdpa-flash", 100, 1.0), ("gqa", "triton", 100, 1.0)]
+    )
+    blocks = glance_blocks("prefill", rows, Baseline.parse("mha/torch-sdpa"))
+    assert blocks[0].content == "prefill: at a glance, against mha on torch-sdpa"
+    assert not any("Baseline best" in str(b.content) for b in blocks)
+    cells = {(r[0], r[1]): r[3].text for r in next(b.content for b in blocks if b.kind == "table").rows}
+    assert cells == {
+        ("mha", "torch-sdpa"): "baseline",
+        ("mha", "sdpa-flash"): "2.00×",
+        ("gqa", "triton"): "2.00×",
+    }

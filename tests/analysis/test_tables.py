@@ -66,3 +66,24 @@ def test_status_grid_marks_failures_and_unsupported(rows):
     assert grid.loc["gqa", "triton decode"] in ("ok 0.500 / ERROR", "ERROR / ok 0.500")
     assert grid.loc["gqa", "triton train"] == "—"
     assert grid.loc["gqa", "torch-sdpa prefill"] in ("ok 4.00 / ok 3.00", "ok 3.00 / ok 4.00")
+
+
+def test_triton_vs_sdpa_names_the_fastest_pytorch_kernel_where_pinned_ones_ran(rows):
+    pinned = pd.DataFrame(
+        [
+            _row("sdpa-cudnn", "prefill", True, 1000, 1.0),
+            _row("sdpa-flash", "prefill", True, 1000, 3.0),
+            _row("flex", "prefill", False, 1000, 2.0),
+            _row("sdpa-cudnn", "prefill", False, 1000, None, status="unsupported"),
+        ]
+    )
+    table = triton_vs_sdpa(pd.concat([rows, pinned])).set_index(["phase", "seq_len"])
+    assert table.loc[("prefill causal", 1000), "best"] == "sdpa-cudnn"
+    assert table.loc[("prefill causal", 1000), "triton/best time"] == pytest.approx(2.0)
+    assert table.loc[("prefill non-causal", 1000), "best"] == "flex"
+    assert table.loc[("decode", 1000), "best"] == "torch-sdpa"  # the only PyTorch kernel there
+    assert table.loc[("prefill causal", 1000), "triton/sdpa time"] == pytest.approx(0.5)  # unchanged
+
+
+def test_triton_vs_sdpa_without_pinned_kernels_has_no_best_column(rows):
+    assert "best" not in triton_vs_sdpa(rows).columns

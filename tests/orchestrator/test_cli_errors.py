@@ -16,7 +16,8 @@ INVALID = [
     ),
     pytest.param(
         ["sweep=nope"],
-        "sweep=nope: no such sweep (available: gpu_table, gqa_heads, head_pruning, kv_cache, moba_long, "
+        "sweep=nope: no such sweep (available: backends_smoke, gpu_table, gqa_heads, head_pruning, kv_cache, "
+        "moba_long, "
         "moh_heads, quality_heads, quality_smoke, smoke, ",
         id="unknown-sweep",
     ),
@@ -126,6 +127,11 @@ INVALID = [
     pytest.param(["ray.max_attempts=0"], "ray.max_attempts: 0 must be at least 1", id="no-attempts"),
     pytest.param(
         ["report_baseline=mha"], "report_baseline: baseline must be VARIANT/BACKEND", id="report-baseline"
+    ),
+    pytest.param(
+        ["report_baseline=mha/sdpa-cudnn"],
+        "report_baseline=mha/sdpa-cudnn: sdpa-cudnn is not in sweep.backends (torch-ref, torch-sdpa, triton)",
+        id="report-baseline-not-swept",
     ),
     pytest.param(
         ["sweep.axes.d_model=[64]", "sweep.axes.n_heads=[3]"],

@@ -1,4 +1,5 @@
-"""`attnsweep report RESULTS [--out DIR] [--baseline VARIANT/BACKEND]` on a dataset written by the store."""
+"""`attnsweep report RESULTS [--out DIR] [--baseline B]` (B: best or VARIANT/BACKEND) on a dataset written
+by the store."""
 
 import pytest
 
@@ -21,7 +22,8 @@ def dataset(tmp_path_factory):
 @pytest.mark.parametrize(
     "args, heading",
     [
-        pytest.param([], "against mha on torch-sdpa", id="default-baseline"),
+        pytest.param([], "against the fastest PyTorch kernel of mha", id="default-baseline-best"),
+        pytest.param(["--baseline", "mha/torch-sdpa"], "against mha on torch-sdpa", id="fixed-baseline"),
         pytest.param(["--baseline", "mqa/torch-ref"], "against mqa on torch-ref", id="chosen-baseline"),
     ],
 )
@@ -38,3 +40,18 @@ def test_malformed_baseline_exits_2_before_reading(dataset, tmp_path, capsys, ba
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"--baseline={baseline}: baseline must be VARIANT/BACKEND" in err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "baseline, says",
+    [
+        pytest.param("mha/sdpa-cudnn", "no row has backend sdpa-cudnn", id="backend-without-rows"),
+        pytest.param("moba/triton", "no row has variant moba", id="variant-without-rows"),
+    ],
+)
+def test_a_baseline_without_rows_exits_2_and_writes_nothing(dataset, tmp_path, capsys, baseline, says):
+    out = tmp_path / "out"
+    assert main(["report", str(dataset), "--out", str(out), "--baseline", baseline]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"--baseline={baseline}: baseline {baseline}: {says}" in err
+    assert not out.exists()

@@ -79,6 +79,7 @@ def test_child_contents(sweep_run):
             "kv_bytes_per_token",
         } <= set(metrics)
         assert "seq_len" not in metrics  # configuration is a param, not a metric
+        assert "aten::scaled_dot_product_attention" in tags["kernels"]  # what ran, named (CPU: aten ops)
         trial_ids.add(tags["trial_id"])
     assert len(trial_ids) == 4
 

@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+from analysis.baseline import VENDOR_BACKENDS
 from analysis.schema import DESCRIPTIONS
 from workloads.backends import BACKENDS
 from workloads.trial import DTYPES, Trial, canonical_json
@@ -68,5 +69,10 @@ def test_config_round_trip():
 
 def test_the_row_contract_spells_the_backends_and_dtypes_as_workloads_does():
     """analysis may not import workloads, so analysis/schema.py writes these names out: they agree."""
-    assert DESCRIPTIONS["backend"] == " | ".join(BACKENDS)
+    assert DESCRIPTIONS["backend"] == " | ".join(BACKENDS) + ", or a plugin's"
     assert DESCRIPTIONS["dtype"] == " | ".join(DTYPES)
+
+
+def test_the_best_baseline_takes_the_backends_pytorch_ships():
+    """analysis.baseline names the vendor backends (those `report_baseline=best` chooses among)."""
+    assert VENDOR_BACKENDS == tuple(name for name, backend in BACKENDS.items() if backend.vendor)

@@ -1,4 +1,5 @@
-"""The variant registry: every module of this package that defines `VARIANT` is one entry.
+"""The variant registry: every module of this package that defines `VARIANT` is one entry; plugins
+(ATTNSWEEP_PLUGINS) add variants and backends.
 
 A new variant is one file here (plus its tests and its README row; docs/adding-a-variant.md is the
 checklist): sweeps that name `all` (variants_smoke) take it at its `smoke_params` without an edit.
@@ -10,6 +11,7 @@ import os
 import pkgutil
 from typing import Any
 
+from workloads.backends import BACKENDS, register_backend
 from workloads.trial import canonical_json
 from workloads.variants.base import Cost, InvalidPoint, Variant
 
@@ -62,19 +64,38 @@ for _module in pkgutil.iter_modules(__path__):
         if _variant is not None:
             register(_variant)
 
-# Variants of your own without editing the package: ATTNSWEEP_PLUGINS=my_pkg.my_variant,other.module
-# names modules imported here, in every process (Ray workers inherit the variable), each defining
-# VARIANT or calling register() itself.
+# Variants and backends of your own without editing the package: ATTNSWEEP_PLUGINS=my_pkg.mine,other.module
+# names modules imported here, in every process (Ray workers inherit the variable), each defining VARIANT
+# (a Variant) and/or BACKEND (a workloads.backends.Backend), or calling register() / register_backend()
+# itself. A module that fails is not fatal here: its one-line reason is kept in PLUGIN_ERROR, which the
+# sweep's configuration check reports (exit 2) before any trial runs.
+PLUGIN_ERROR: str | None = None
+
+
+def _load_plugin(name: str) -> None:
+    try:
+        plugin = importlib.import_module(name)
+        if getattr(plugin, "VARIANT", None) is not None and plugin.VARIANT.name not in VARIANTS:
+            register(plugin.VARIANT)
+        if (
+            getattr(plugin, "BACKEND", None) is not None
+            and getattr(plugin.BACKEND, "name", None) not in BACKENDS
+        ):
+            register_backend(plugin.BACKEND)
+    except Exception as exc:  # an import error, a malformed variant or backend: one line naming the module
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ImportError(f"{PLUGINS_VARIABLE}: module {name!r}: {reason}") from exc
+
+
 for _name in filter(None, (n.strip() for n in os.environ.get(PLUGINS_VARIABLE, "").split(","))):
     try:
-        _plugin = importlib.import_module(_name)
-    except ImportError as exc:
-        raise ImportError(f"{PLUGINS_VARIABLE}: cannot import variant module {_name!r}: {exc}") from exc
-    if getattr(_plugin, "VARIANT", None) is not None and _plugin.VARIANT.name not in VARIANTS:
-        register(_plugin.VARIANT)
+        _load_plugin(_name)
+    except ImportError as _exc:
+        PLUGIN_ERROR = PLUGIN_ERROR or str(_exc)
 
 __all__ = [
     "ALL_VARIANTS",
+    "PLUGIN_ERROR",
     "VARIANTS",
     "Cost",
     "InvalidPoint",

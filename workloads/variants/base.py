@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from workloads.backends import TRITON_HEAD_DIMS
+from workloads.backends import TRITON_HEAD_DIMS, get_backend
 from workloads.trial import TRAINED_PHASES, Trial
 
 # (backend, phase) -> callable(trial, inputs) -> output
@@ -141,11 +141,14 @@ class Variant:
     # are B=2, N=40, H=4, G=2, D=16), e.g. MLA's latent_dim=32; {} when the defaults already fit.
     smoke_params: Mapping[str, Any] = {}
     implementations: Mapping[tuple[str, str], Implementation] = {}
-    train_backends: tuple[str, ...] = ("torch-ref", "torch-sdpa")
+    train_backends: tuple[str, ...] = ("torch-ref", "torch-sdpa", "flex")
     kv_heads: str = "n_heads"  # "n_heads" (MHA-like), "one" (one KV head) or "axis" (the n_kv_heads axis)
     output_projection: bool = True  # False when the variant's own math ends in d_model (SwitchHead)
     # The forward returns per-head outputs [B, H, N, Dv] that the layer's head mask scales (phase prune).
     maskable_heads: bool = True
+    # Why FlexAttention cannot express this variant (its `unsupported` reason for backend flex), where
+    # the variant has no flex implementation: what a score_mod / mask_mod per (b, h, q, kv) cannot say.
+    flex_limit: str = ""
 
     def check_params(self, params: Mapping[str, Any]) -> dict[str, Any]:
         """Defaults merged with `params`; ValueError "key: reason" on the first unknown or invalid key."""
@@ -180,6 +183,14 @@ class Variant:
         causal = True if point["phase"] == "decode" else point["causal"]
         return {**point, "n_kv_heads": n_kv_heads, "causal": causal}
 
+    def implementation(self, backend: str, phase: str) -> Implementation | None:
+        """What `backend` runs for this variant in `phase` (train: the prefill forward), or None: the
+        variant's own implementation of the backend's implementation key, else a plugin backend's own."""
+        spec = get_backend(backend)
+        forward_phase = "prefill" if phase == "train" else phase
+        own = self.implementations.get((spec.implementation, forward_phase))
+        return own if own is not None else spec.implementations.get((self.name, forward_phase))
+
     def unsupported(self, backend: str, phase: str) -> str | None:
         """Why (backend, phase) cannot run this variant, or None when it can."""
         if phase in TRAINED_PHASES:
@@ -190,13 +201,19 @@ class Variant:
             if phase == "prune" and not self.maskable_heads:
                 return f"{self.name} mixes its heads before the output, so a head cannot be masked alone"
             return None
+        spec = get_backend(backend)
+        runs = "" if spec.implementation == backend else f" (which {backend} runs)"
+        if self.implementation(backend, phase) is None:
+            if spec.implementation == "flex" and self.flex_limit:
+                return f"{self.name} on flex: {self.flex_limit}"
+            missing = "prefill" if phase == "train" else phase
+            return f"{self.name} has no {spec.implementation} implementation{runs} of phase {missing}"
         if phase == "train":
-            if (backend, "prefill") in self.implementations and backend in self.train_backends:
-                return None
-            return f"{self.name} has no {backend} implementation with a backward (phase train)"
-        if (backend, phase) in self.implementations:
-            return None
-        return f"{self.name} has no {backend} implementation of phase {phase}"
+            own = (spec.implementation, "prefill") in self.implementations
+            if not (spec.implementation in self.train_backends if own else spec.trains):
+                backward = f"{spec.implementation} implementation{runs} with a backward"
+                return f"{self.name} has no {backward} (phase train)"
+        return None
 
     def kernel_head_dims(self, trial: Trial) -> tuple[int, int]:
         """(d_qk, d_v) of the attention the kernels run at this point (MLA's differ from head_dim)."""
@@ -216,8 +233,10 @@ class Variant:
         )
 
     def run(self, trial: Trial, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        phase = "prefill" if trial.phase == "train" else trial.phase
-        return self.implementations[(trial.backend, phase)](trial, inputs)
+        implementation = self.implementation(trial.backend, trial.phase)
+        if implementation is None:
+            raise ValueError(self.unsupported(trial.backend, trial.phase))
+        return get_backend(trial.backend).call(implementation, trial, inputs)
 
     def forward(self, trial: Trial, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         """The reference math of the prefill/train phase: differentiable, any dtype."""

@@ -26,6 +26,10 @@ class CogAttention(Variant):
     name = "cog"
     summary = "cog attention: weights sign(s)·softmax(|s|), negative weights allowed"
     kv_heads = "axis"
+    flex_limit = (
+        "its weights sign(s)·softmax(|s|) multiply the normalised weights by the score's sign, "
+        "after the softmax that a score_mod feeds"
+    )
     implementations = {
         ("torch-ref", "prefill"): _torch_ref,
         ("torch-ref", "decode"): _torch_ref,

@@ -90,6 +90,9 @@ class DynamicallyComposableAttention(Variant):
     summary = "DCMHA: scores and probabilities composed across heads (static + input-dependent low rank)"
     param_defaults = {"rank": 2}
     kv_heads = "n_heads"
+    flex_limit = (
+        "it mixes scores and probabilities across heads, and a score_mod sees one head's score at a time"
+    )
     implementations = {("torch-ref", "prefill"): _torch_ref}
 
     def reference(self, trial: Trial, inputs: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -7,7 +7,8 @@ Inputs are the projected heads; the cost model also counts the layer's projectio
 import torch
 import torch.nn.functional as F
 
-from workloads.backends import BACKENDS, load_kernels
+from workloads.backends import IMPLEMENTED_BACKENDS, load_kernels
+from workloads.flex import causal_mask, flex
 from workloads.reference import attention, reference_chunk
 from workloads.trial import Trial
 from workloads.variants.base import Cost, InputSpec, TokenInput, Variant, dtype_size, mean_keys_per_query
@@ -47,6 +48,15 @@ def _torch_sdpa(trial: Trial, x: dict[str, torch.Tensor]) -> torch.Tensor:
     return F.scaled_dot_product_attention(x["q"], x["k"], x["v"], is_causal=trial.causal, enable_gqa=True)
 
 
+def flex_attention(trial: Trial, x: dict[str, torch.Tensor]) -> torch.Tensor:
+    """FlexAttention over the phase's inputs (`phase_attention`'s): prefill causal as the trial says;
+    decode over a full cache (the benchmarks' caches are full, so no mask), returned as [B, H, Dv]."""
+    if trial.phase == "decode":
+        return flex(x["q"][:, :, None], x["k_cache"], x["v_cache"])[:, :, 0]
+    q, k = x["q"], x["k"]
+    return flex(q, k, x["v"], causal_mask(q.shape[2], k.shape[2], q.device) if trial.causal else None)
+
+
 def _triton(trial: Trial, x: dict[str, torch.Tensor]) -> torch.Tensor:
     kernels = load_kernels()
     if trial.phase == "decode":
@@ -57,10 +67,15 @@ def _triton(trial: Trial, x: dict[str, torch.Tensor]) -> torch.Tensor:
 class GroupedQueryAttention(Variant):
     implementations = {
         (backend, phase): impl
-        for backend, impl in (("torch-ref", _torch_ref), ("torch-sdpa", _torch_sdpa), ("triton", _triton))
+        for backend, impl in (
+            ("torch-ref", _torch_ref),
+            ("torch-sdpa", _torch_sdpa),
+            ("flex", flex_attention),
+            ("triton", _triton),
+        )
         for phase in ("prefill", "decode")
     }
-    train_backends = tuple(BACKENDS)
+    train_backends = IMPLEMENTED_BACKENDS
 
     def __init__(self, name: str, summary: str, kv_heads: str = "axis"):
         """kv_heads: "axis" (the n_kv_heads axis is used), "n_heads" (MHA) or "one" (MQA)."""

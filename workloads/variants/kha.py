@@ -13,7 +13,7 @@ so only the new token's query is transformed before GQA decode.
 
 import torch
 
-from workloads.backends import BACKENDS
+from workloads.backends import IMPLEMENTED_BACKENDS
 from workloads.trial import Trial
 from workloads.variants.base import Cost, Implementation, InputSpec, Variant, Weight
 from workloads.variants.gqa import GroupedQueryAttention, grouped_attention_cost, qkv_specs
@@ -45,10 +45,10 @@ class KnockingHeadsAttention(Variant):
     kv_heads = "axis"
     implementations = {
         (backend, phase): make(backend)
-        for backend in BACKENDS
+        for backend in IMPLEMENTED_BACKENDS
         for phase, make in (("prefill", _prefill), ("decode", _decode))
     }
-    train_backends = tuple(BACKENDS)
+    train_backends = IMPLEMENTED_BACKENDS
 
     def input_specs(self, trial: Trial) -> list[InputSpec]:
         d = trial.head_dim

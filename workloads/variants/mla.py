@@ -18,7 +18,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from workloads.backends import BACKENDS, load_kernels
+from workloads.backends import IMPLEMENTED_BACKENDS, load_kernels
+from workloads.flex import causal_mask, flex
 from workloads.reference import attention, reference_chunk
 from workloads.trial import Trial
 from workloads.variants.base import (
@@ -107,6 +108,14 @@ def _torch_sdpa(trial: Trial, x: dict[str, torch.Tensor]) -> torch.Tensor:
     return F.scaled_dot_product_attention(x["q"], keys, values, is_causal=trial.causal, scale=_scale(trial))
 
 
+def _flex(trial: Trial, x: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Prefill: the up-projected keys [B, H, N, d_h + d_R] and values [B, H, N, d_h] (d_v != d_qk)."""
+    keys, values = _up_projected(trial, x, x["kv_latent"])
+    n = keys.shape[2]
+    mask = causal_mask(n, n, keys.device) if trial.causal else None
+    return flex(x["q"], keys, values, mask, scale=_scale(trial))
+
+
 def _triton(trial: Trial, x: dict[str, torch.Tensor]) -> torch.Tensor:
     kernels = load_kernels()
     if trial.phase == "decode":
@@ -130,8 +139,12 @@ class MultiHeadLatentAttention(Variant):
         (backend, phase): impl
         for backend, impl in (("torch-ref", _torch_ref), ("torch-sdpa", _torch_sdpa), ("triton", _triton))
         for phase in ("prefill", "decode")
-    }
-    train_backends = tuple(BACKENDS)
+    } | {("flex", "prefill"): _flex}
+    train_backends = IMPLEMENTED_BACKENDS
+    flex_limit = (
+        "prefill only: decode is MQA over the latent with d_qk = latent_dim + rope_dim and d_v = latent_dim "
+        "(576 and 512 at DeepSeek's sizes), not offered on flex before it is measured on a GPU"
+    )
 
     def validate_params(self, params: dict) -> None:
         for key in ("latent_dim", "rope_dim"):

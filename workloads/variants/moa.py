@@ -19,7 +19,7 @@ import torch
 
 from workloads.trial import Trial
 from workloads.variants.base import Cost, InputSpec, InvalidPoint, TokenInput, Variant
-from workloads.variants.gqa import grouped_attention_cost, phase_attention, qkv_specs
+from workloads.variants.gqa import flex_attention, grouped_attention_cost, phase_attention, qkv_specs
 from workloads.variants.routing import gated_heads, query_rows, top_k_gates, with_extra
 
 
@@ -27,6 +27,12 @@ def _torch_ref(trial: Trial, x: dict[str, torch.Tensor]) -> torch.Tensor:
     gates = top_k_gates(x["router_logits"], trial.param_dict["top_k"], "softmax")  # [B, N, E] or [B, E]
     out = phase_attention(trial, x)
     return gated_heads(out[:, :, 0] if trial.phase == "decode" else out, gates)
+
+
+def _flex(trial: Trial, x: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Every expert's attention over the shared K/V head by FlexAttention (MQA natively), then gated."""
+    gates = top_k_gates(x["router_logits"], trial.param_dict["top_k"], "softmax")
+    return gated_heads(flex_attention(trial, x), gates)
 
 
 class MixtureOfAttentionHeads(Variant):
@@ -39,6 +45,8 @@ class MixtureOfAttentionHeads(Variant):
     implementations = {
         ("torch-ref", "prefill"): _torch_ref,
         ("torch-ref", "decode"): _torch_ref,
+        ("flex", "prefill"): _flex,
+        ("flex", "decode"): _flex,
     }
 
     def validate_params(self, params: dict) -> None:

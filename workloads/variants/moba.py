@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from workloads.backends import load_kernels
+from workloads.flex import flex, selected_blocks_mask
 from workloads.reference import attention, reference_chunk
 from workloads.trial import Trial
 from workloads.variants.base import Cost, InputSpec, InvalidPoint, Variant, dtype_size
@@ -109,6 +110,16 @@ def _torch_sdpa(trial: Trial, x: dict[str, torch.Tensor]) -> torch.Tensor:
     return F.scaled_dot_product_attention(q, k, x["v"], attn_mask=mask, enable_gqa=True)
 
 
+def _flex(trial: Trial, x: dict[str, torch.Tensor]) -> torch.Tensor:
+    """FlexAttention over the gated blocks: the selection becomes a block mask of the tiles that hold a
+    chosen key (built per call: the choice depends on q and k), so Flex skips the others."""
+    decode = trial.phase == "decode"
+    q, k, v = (x["q"][:, :, None], x["k_cache"], x["v_cache"]) if decode else (x["q"], x["k"], x["v"])
+    mask = selected_blocks_mask(_selection(trial, q, k), trial.param_dict["block_size"], k.shape[2])
+    out = flex(q, k, v, mask)
+    return out[:, :, 0] if decode else out
+
+
 def _triton(trial: Trial, x: dict[str, torch.Tensor]) -> torch.Tensor:
     selected = _selection(trial, x["q"], x["k"])
     return load_kernels().moba_attention(
@@ -137,6 +148,8 @@ class MixtureOfBlockAttention(Variant):
         ("torch-ref", "prefill"): _torch_ref,
         ("torch-ref", "decode"): _torch_ref,
         ("torch-sdpa", "prefill"): _torch_sdpa,
+        ("flex", "prefill"): _flex,
+        ("flex", "decode"): _flex,
         ("triton", "prefill"): _triton,
     }
 

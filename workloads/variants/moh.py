@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from workloads.backends import load_kernels
 from workloads.trial import Trial
 from workloads.variants.base import Cost, InputSpec, InvalidPoint, TokenInput, Variant, dtype_size
-from workloads.variants.gqa import grouped_attention_cost, phase_attention, qkv_specs
+from workloads.variants.gqa import flex_attention, grouped_attention_cost, phase_attention, qkv_specs
 
 
 def moh_gates(
@@ -66,6 +66,10 @@ def _torch_sdpa(trial: Trial, x: dict[str, torch.Tensor]) -> torch.Tensor:
     return _gated(out, _gates(trial, x))
 
 
+def _flex(trial: Trial, x: dict[str, torch.Tensor]) -> torch.Tensor:
+    return _gated(flex_attention(trial, x), _gates(trial, x))
+
+
 def _triton(trial: Trial, x: dict[str, torch.Tensor]) -> torch.Tensor:
     return load_kernels().moh_attention(x["q"], x["k"], x["v"], _gates(trial, x), causal=trial.causal)
 
@@ -78,6 +82,7 @@ class MixtureOfHeads(Variant):
         ("torch-ref", "prefill"): _torch_ref,
         ("torch-ref", "decode"): _torch_ref,
         ("torch-sdpa", "prefill"): _torch_sdpa,
+        ("flex", "prefill"): _flex,
         ("triton", "prefill"): _triton,
     }
 

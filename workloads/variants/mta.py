@@ -80,6 +80,10 @@ class MultiTokenAttention(Variant):
     param_defaults = {"query_kernel": 6, "key_kernel": 11, "head_group": 2}
     smoke_params = {"query_kernel": 3, "key_kernel": 5}
     kv_heads = "n_heads"
+    flex_limit = (
+        "it convolves scores over neighbouring queries and keys and mixes heads, "
+        "and a score_mod sees one score at a time"
+    )
     implementations = {("torch-ref", "prefill"): _torch_ref}
 
     def reference(self, trial: Trial, inputs: dict[str, torch.Tensor]) -> torch.Tensor:

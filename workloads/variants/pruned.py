@@ -11,7 +11,8 @@ from dataclasses import replace
 import torch
 import torch.nn.functional as F
 
-from workloads.backends import BACKENDS, load_kernels
+from workloads.backends import IMPLEMENTED_BACKENDS, load_kernels
+from workloads.flex import causal_mask, flex
 from workloads.reference import attention
 from workloads.trial import Trial
 from workloads.variants.base import Cost, InputSpec, Variant, dtype_size
@@ -31,12 +32,16 @@ def _attend(trial: Trial, x: dict[str, torch.Tensor], kept: int) -> torch.Tensor
             return load_kernels().decode_attention(q, k, v, x["cache_seqlens"])
         if backend == "torch-sdpa":
             return F.scaled_dot_product_attention(q[:, :, None], k, v)[:, :, 0]
+        if backend == "flex":
+            return flex(q[:, :, None], k, v)[:, :, 0]
         return attention(q[:, :, None], k, v, kv_lengths=x["cache_seqlens"])[:, :, 0]
     q, k, v = x["q"][:, :kept], x["k"][:, :kept], x["v"][:, :kept]
     if backend == "triton":
         return load_kernels().flash_attention(q, k, v, causal=trial.causal)
     if backend == "torch-sdpa":
         return F.scaled_dot_product_attention(q, k, v, is_causal=trial.causal)
+    if backend == "flex":
+        return flex(q, k, v, causal_mask(q.shape[2], k.shape[2], q.device) if trial.causal else None)
     return attention(q, k, v, causal=trial.causal)
 
 
@@ -60,8 +65,10 @@ class PrunedHeads(Variant):
     name = "pruned"
     summary = "MHA with pruned heads: keep_heads of the heads computed and cached, the rest output 0"
     param_defaults = {"keep_heads": 0.5}
-    implementations = {(backend, phase): _pruned for backend in BACKENDS for phase in ("prefill", "decode")}
-    train_backends = tuple(BACKENDS)
+    implementations = {
+        (backend, phase): _pruned for backend in IMPLEMENTED_BACKENDS for phase in ("prefill", "decode")
+    }
+    train_backends = IMPLEMENTED_BACKENDS
 
     def validate_params(self, params: dict) -> None:
         if not 0.0 < params["keep_heads"] <= 1.0:

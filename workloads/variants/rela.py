@@ -38,6 +38,9 @@ class RectifiedLinearAttention(Variant):
     name = "rela"
     summary = "ReLA: relu(q·k) weights (no softmax), head outputs RMS-normalised with a learned gain"
     kv_heads = "axis"
+    flex_limit = (
+        "its weights relu(s) are not normalised, and Flex always applies a softmax after the score_mod"
+    )
     implementations = {
         ("torch-ref", "prefill"): _torch_ref,
         ("torch-ref", "decode"): _torch_ref,

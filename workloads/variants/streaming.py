@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from workloads.backends import load_kernels
+from workloads.flex import flex, streaming_mask
 from workloads.reference import visible_keys
 from workloads.trial import Trial
 from workloads.variants.base import Cost, InputSpec, InvalidPoint, Variant, dtype_size, mean_keys_per_query
@@ -20,11 +21,15 @@ def retrieval_kv_heads(trial: Trial) -> int:
     return round(trial.param_dict["retrieval_heads"] * trial.n_kv_heads)
 
 
+def window_sizes(trial: Trial) -> tuple[int, ...]:
+    """Per KV head: 0 for retrieval heads (the whole causal past), `window` for streaming heads."""
+    retrieval = retrieval_kv_heads(trial)
+    return (0,) * retrieval + (trial.param_dict["window"],) * (trial.n_kv_heads - retrieval)
+
+
 def kv_windows(trial: Trial, device: torch.device) -> torch.Tensor:
-    """[G] int32: 0 for retrieval heads (the whole causal past), `window` for streaming heads."""
-    windows = torch.full((trial.n_kv_heads,), trial.param_dict["window"], dtype=torch.int32, device=device)
-    windows[: retrieval_kv_heads(trial)] = 0
-    return windows
+    """`window_sizes` as a tensor: [G] int32."""
+    return torch.tensor(window_sizes(trial), dtype=torch.int32, device=device)
 
 
 def _windows(trial: Trial, x: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -61,6 +66,17 @@ def _torch_sdpa(trial: Trial, x: dict[str, torch.Tensor]) -> torch.Tensor:
     return out[:, :, 0] if decode else out
 
 
+def _flex(trial: Trial, x: dict[str, torch.Tensor]) -> torch.Tensor:
+    """FlexAttention under the sink + window pattern as a block mask (built once per shape): the tiles a
+    streaming head's window leaves out are skipped, not masked."""
+    decode = trial.phase == "decode"
+    q, k, v = (x["q"][:, :, None], x["k_cache"], x["v_cache"]) if decode else (x["q"], x["k"], x["v"])
+    sink = trial.param_dict["sink"]
+    mask = streaming_mask(window_sizes(trial), q.shape[1], sink, q.shape[2], k.shape[2], q.device)
+    out = flex(q, k, v, mask)
+    return out[:, :, 0] if decode else out
+
+
 def _triton(trial: Trial, x: dict[str, torch.Tensor]) -> torch.Tensor:
     kernels = load_kernels()
     sink, windows = trial.param_dict["sink"], _windows(trial, x)
@@ -86,7 +102,12 @@ class StreamingHeads(Variant):
     kv_heads = "axis"
     implementations = {
         (backend, phase): impl
-        for backend, impl in (("torch-ref", _torch_ref), ("torch-sdpa", _torch_sdpa), ("triton", _triton))
+        for backend, impl in (
+            ("torch-ref", _torch_ref),
+            ("torch-sdpa", _torch_sdpa),
+            ("flex", _flex),
+            ("triton", _triton),
+        )
         for phase in ("prefill", "decode")
     }
 

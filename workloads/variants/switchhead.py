@@ -20,6 +20,7 @@ not already measure. The cost model still states decode (k and mixed v cached pe
 
 import torch
 
+from workloads.flex import causal_mask, flex
 from workloads.reference import attention
 from workloads.trial import Trial
 from workloads.variants.base import (
@@ -36,13 +37,25 @@ from workloads.variants.routing import query_rows, top_k_gates
 
 
 def _torch_ref(trial: Trial, x: dict[str, torch.Tensor]) -> torch.Tensor:
+    return _experts_around(trial, x, lambda q, k, v: attention(q, k, v, causal=trial.causal))
+
+
+def _flex(trial: Trial, x: dict[str, torch.Tensor]) -> torch.Tensor:
+    def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return flex(q, k, v, causal_mask(q.shape[2], k.shape[2], q.device) if trial.causal else None)
+
+    return _experts_around(trial, x, attend)
+
+
+def _experts_around(trial: Trial, x: dict[str, torch.Tensor], attend) -> torch.Tensor:
+    """The value experts, `attend`(q, k, mixed values) -> [B, H, N, D], then the output experts."""
     top_k = trial.param_dict["top_k"]
     v_gates = top_k_gates(x["v_gate_logits"], top_k, "sigmoid")  # [B, N, H, E]
     o_gates = top_k_gates(x["o_gate_logits"], top_k, "sigmoid")
     # Every expert's value of every token, then the gated sum over experts: [B, N, H, E, D] -> [B, H, N, D]
     expert_values = torch.einsum("bnm,hemd->bnhed", x["x"], x["v_experts"])
     values = torch.einsum("bnhe,bnhed->bhnd", v_gates, expert_values)
-    out = attention(x["q"], x["k"], values, causal=trial.causal)  # [B, H, N, D]
+    out = attend(x["q"], x["k"], values)  # [B, H, N, D]
     # Gate each head's output per expert, then one contraction over (head, expert, D): [B, N, M]
     gated = torch.einsum("bnhe,bhnd->bnhed", o_gates, out)
     return torch.einsum("bnhed,hedm->bnm", gated, x["o_experts"])
@@ -57,7 +70,7 @@ class SwitchHead(Variant):
     kv_heads = "n_heads"
     output_projection = False
     maskable_heads = False  # its output experts sum over heads inside the forward
-    implementations = {("torch-ref", "prefill"): _torch_ref}
+    implementations = {("torch-ref", "prefill"): _torch_ref, ("flex", "prefill"): _flex}
 
     def validate_params(self, params: dict) -> None:
         if params["experts"] < 1:

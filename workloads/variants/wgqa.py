@@ -16,7 +16,7 @@ from dataclasses import replace
 
 import torch
 
-from workloads.backends import BACKENDS
+from workloads.backends import IMPLEMENTED_BACKENDS
 from workloads.trial import Trial
 from workloads.variants.base import Cost, Implementation, InputSpec, TokenInput, Variant, Weight
 from workloads.variants.gqa import GroupedQueryAttention, grouped_attention_cost, qkv_specs
@@ -47,13 +47,13 @@ class WeightedGroupedQueryAttention(Variant):
     summary = "weighted GQA: K/V heads pooled per group with learned weights (fold into W_K/W_V at inference)"
     kv_heads = "axis"
     implementations = {
-        **{(backend, "prefill"): _prefill(backend) for backend in BACKENDS},
+        **{(backend, "prefill"): _prefill(backend) for backend in IMPLEMENTED_BACKENDS},
         **{
             (backend, "decode"): GroupedQueryAttention.implementations[(backend, "decode")]
-            for backend in BACKENDS
+            for backend in IMPLEMENTED_BACKENDS
         },
     }
-    train_backends = tuple(BACKENDS)
+    train_backends = IMPLEMENTED_BACKENDS
 
     def input_specs(self, trial: Trial) -> list[InputSpec]:
         if trial.phase == "decode":

@@ -128,9 +128,12 @@ def assert_phase_matches_reference(trial: Trial, rel_tol: float = 1e-5, **train_
 
 def offered_cases(variant: str) -> list:
     """pytest params (backend, phase) of every implementation `variant` offers, phase train included
-    where it offers a backward, with readable ids."""
+    where it offers a backward, with readable ids. Flex is left out: it compiles per shape (seconds
+    each on a CPU), so tests/workloads/variants/test_registry.py checks every variant's flex at one
+    shape, and tests/workloads/test_flex.py its masks."""
     implementation = get_variant(variant)
-    pairs = [*implementation.implementations, *((b, "train") for b, p in implementation.implementations)]
+    own = [(b, p) for b, p in implementation.implementations if b != "flex"]
+    pairs = [*own, *((b, "train") for b, p in own)]
     return [
         pytest.param(backend, phase, id=f"{backend}-{phase}")
         for backend, phase in dict.fromkeys(pairs)

@@ -17,7 +17,7 @@ from tests.workloads.variants.cases import (
     make_trial,
     smoke_trial,
 )
-from workloads.backends import BACKENDS
+from workloads.backends import BACKENDS, IMPLEMENTED_BACKENDS, PINNED_SDPA
 from workloads.measure import MeasureSettings
 from workloads.runner import run_trial
 from workloads.trial import PHASES, canonical_json
@@ -105,7 +105,9 @@ def expected_readme_row(name: str, backends: list[str]) -> str:
 @pytest.mark.parametrize("name", SHIPPED)
 def test_readme_has_the_variants_row(name):
     header, rows = readme_variant_rows()
-    assert header[3:] == list(BACKENDS), f"README's Variants table needs one column per backend: {header}"
+    assert header[3:] == list(IMPLEMENTED_BACKENDS), (
+        f"README's Variants table needs one column per implementation ({IMPLEMENTED_BACKENDS}): {header}"
+    )
     expected = expected_readme_row(name, header[3:])
     assert rows.get(name) == expected, (
         f"README.md, table under '### Variants': the row of {name} is\n{expected}"
@@ -117,9 +119,23 @@ def test_readme_lists_only_registered_variants():
     assert set(rows) <= set(SHIPPED), f"README's Variants table lists unregistered {set(rows) - set(SHIPPED)}"
 
 
-@pytest.mark.parametrize("name,backend,phase", offered(backends=("torch-ref", "torch-sdpa")))
+# Every PyTorch backend at one shape: flex compiles once per variant here; of the pinned SDPA kernels,
+# the two a CPU has (efficient and cuDNN refuse it: tests/workloads/test_backends.py).
+TORCH_BACKENDS = ("torch-ref", "torch-sdpa", "sdpa-flash", "sdpa-math", "flex")
+
+
+@pytest.mark.parametrize("name,backend,phase", offered(backends=TORCH_BACKENDS))
 def test_torch_backends_match_the_reference(name, backend, phase):
-    assert_matches_reference(smoke_trial(name, backend=backend, phase=phase, seq_len=23))
+    trial = smoke_trial(name, backend=backend, phase=phase, seq_len=23)
+    if backend in PINNED_SDPA.values():  # a pinned kernel may refuse the point, saying why
+        result = run_trial(trial, FAST)
+        assert result.status == "ok" or (
+            result.status == "unsupported" and result.error.startswith(f"{backend}: ")
+        ), result.error
+        if result.status == "ok":
+            assert result.rel_err < 1e-5
+        return
+    assert_matches_reference(trial)
 
 
 @pytest.mark.parametrize("name,backend,phase", offered(backends=("triton",)))
@@ -256,3 +272,14 @@ def test_triton_head_dim_limits_are_the_kernels():
     assert TRITON_HEAD_DIMS["prefill"] == TRITON_HEAD_DIMS["train"]
     assert TRITON_HEAD_DIMS["prefill"] == (_common.MIN_HEAD_DIM, _common.MAX_HEAD_DIM, _common.MAX_HEAD_DIM)
     assert TRITON_HEAD_DIMS["decode"] == (_common.MIN_HEAD_DIM, decode.MAX_HEAD_DIM_K, decode.MAX_HEAD_DIM_V)
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_pinned_sdpa_backends_offer_what_torch_sdpa_offers(name):
+    """README's torch-sdpa column stands for the sdpa-* backends too: they pin its call to one kernel."""
+    variant = get_variant(name)
+    for pinned in PINNED_SDPA.values():
+        for phase in PHASES:
+            assert (variant.unsupported(pinned, phase) is None) == (
+                variant.unsupported("torch-sdpa", phase) is None
+            )
