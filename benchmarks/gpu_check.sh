@@ -12,8 +12,9 @@
 #            measured matmul and copy ceilings, code version)                          budget  40 s
 #   kernels  pytest tests/kernels (compiled on a GPU; pytest-xdist workers when importable)
 #            -> kernel_tests.xml                                                       budget 125 s
-#   table    attnsweep run sweep=gpu_table: Triton vs SDPA, prefill (causal and not) and decode,
-#            1k-32k, 108 trials -> gpu_table.parquet (10 s of the box are kept to collect the rows)
+#   table    attnsweep run sweep=gpu_table: Triton vs SDPA (automatic and pinned) and flex, prefill
+#            (causal and not) and decode, 1k-32k, 324 trials -> gpu_table.parquet (10 s of the box are
+#            kept to collect the rows; the box was sized for the former 108 trials)
 #                                                                                      budget 185 s
 #   smoke    attnsweep run sweep=variants_smoke (every variant x backend x phase, tiny shapes,
 #            144 trials; measure.warmup_ms=5 measure.rep_ms=20) -> variants_smoke.parquet
