@@ -85,27 +85,78 @@ def _reference_train(variant, trial: Trial, inputs: dict[str, torch.Tensor], gra
     return _with_grads(variant.reference(trial, inputs), grad_out, inputs, names)
 
 
-def _check_accuracy(variant, trial, inputs, out, forward, device, result: TrialResult) -> bool:
-    """Errors against the high-precision reference (every gradient too in phase train); False on failure."""
+def _worst_error(names, outputs, references) -> tuple[str, float, float]:
+    """(name, max_abs_err, rel_err) of the output furthest from its reference."""
+    worst = None
+    for name, got, ref in zip(names, outputs, references, strict=True):
+        max_abs, rel = errors(got, ref)
+        # NaN (rel != rel) is the worst there is and must never be replaced by a finite error.
+        if worst is None or rel != rel or (worst[2] == worst[2] and rel > worst[2]):
+            worst = (name, max_abs, rel)
+    return worst
+
+
+def _as_outputs(out) -> tuple[torch.Tensor, ...]:
+    """A call's outputs as a tuple: (output,), or in phase train (output, d input_1, ...)."""
+    return out if isinstance(out, tuple) else (out,)
+
+
+def _check_accuracy(variant, trial, inputs, out, forward, device, result: TrialResult):
+    """Errors against the high-precision reference (every gradient too in phase train): the references,
+    one per output and kept on the CPU for the re-check after timing; None (the row an error) on failure."""
     ref_inputs = _reference_inputs({n: t.detach() for n, t in inputs.items()}, device)
     if trial.phase == "train":
         references = _reference_train(variant, trial, ref_inputs, forward.grad_out)
-        worst = None
-        for name, got, ref in zip(forward.names, out, references, strict=True):
-            max_abs, rel = errors(got, ref)
-            # NaN (rel != rel) is the worst there is and must never be replaced by a finite error.
-            if worst is None or rel != rel or (worst[2] == worst[2] and rel > worst[2]):
-                worst = (name, max_abs, rel)
-        name, result.max_abs_err, result.rel_err = worst
     else:
-        name = "output"
-        result.max_abs_err, result.rel_err = errors(out, variant.reference(trial, ref_inputs))
+        references = (variant.reference(trial, ref_inputs),)
+    name, result.max_abs_err, result.rel_err = _worst_error(
+        _output_names(forward), _as_outputs(out), references
+    )
     if within_tolerance(result.rel_err, trial.dtype):
-        return True
+        return tuple(ref.detach().cpu() for ref in references)  # off the device while memory is measured
     result.status = "error"
     result.error = (
         f"accuracy check failed: rel_err={result.rel_err:.3e} of {name} exceeds "
         f"{REL_TOLERANCE[trial.dtype]:.0e} for {trial.dtype} (max_abs_err={result.max_abs_err:.3e})"
+    )
+    return None
+
+
+def _output_names(forward) -> list[str]:
+    return forward.names if isinstance(forward, TrainStep) else ["output"]
+
+
+def _poison(outputs: tuple[torch.Tensor, ...], inputs: dict[str, torch.Tensor]) -> None:
+    """NaN into the checked call's outputs before the timed calls: a backend that returns the same buffer
+    again without writing it (a kernel that dropped out of a graph, a stale cache) then returns NaN, which
+    the re-check after timing catches. An output that is an input's storage is left alone."""
+    inputs_storage = {t.untyped_storage().data_ptr() for t in inputs.values()}
+    for out in outputs:
+        if out.is_floating_point() and out.untyped_storage().data_ptr() not in inputs_storage:
+            out.detach().fill_(float("nan"))
+
+
+class LastOutput:
+    """The timed callable, keeping what its latest call returned for the re-check after timing."""
+
+    def __init__(self, forward):
+        self.forward, self.last = forward, None
+
+    def __call__(self):
+        self.last = self.forward()
+        return self.last
+
+
+def _recheck(trial: Trial, forward, last, references, result: TrialResult) -> bool:
+    """The last timed call's outputs against the same references; False (the row an error) when they
+    moved out of tolerance during timing."""
+    name, max_abs, rel = _worst_error(_output_names(forward), _as_outputs(last), references)
+    if within_tolerance(rel, trial.dtype):
+        return True
+    result.status = "error"
+    result.error = (
+        f"output changed during timing: rel_err={rel:.3e} of {name} after the timed calls "
+        f"(max_abs_err={max_abs:.3e}), {result.rel_err:.3e} at the checked call: a stale or unwritten output"
     )
     return False
 
@@ -128,13 +179,21 @@ def _measure(trial: Trial, device: torch.device, settings: MeasureSettings, resu
     result.compile_ms = (time.perf_counter() - start) * 1e3
     result.interpreted = trial.backend == "triton" and load_kernels().is_interpreted()
 
-    if settings.check_accuracy and not _check_accuracy(variant, trial, inputs, out, forward, device, result):
-        return
+    references = None
+    if settings.check_accuracy:
+        references = _check_accuracy(variant, trial, inputs, out, forward, device, result)
+        if references is None:
+            return
+        _poison(_as_outputs(out), inputs)
     del out
 
     result.kernels = launched_kernels(forward, device)
     result.peak_mem_bytes = peak_memory_bytes(forward, device)
-    timing = time_callable(forward, device, settings)
+    timed = LastOutput(forward)
+    timing = time_callable(timed, device, settings)
+    if references is not None and not _recheck(trial, forward, timed.last, references, result):
+        return
+    del timed
     result.latency_ms, result.latency_ms_p20, result.latency_ms_p80 = (
         timing.median_ms,
         timing.p20_ms,
