@@ -96,6 +96,12 @@ _COLUMNS: list[tuple[str, pa.DataType, str]] = [
     ("triton_version", pa.string(), "triton on the worker (empty when not installed)"),
     ("driver_version", pa.string(), "GPU driver (empty on CPU)"),
     ("code_version", pa.string(), "git commit of the driver, '+dirty' when modified"),
+    (
+        "impl_hash",
+        pa.string(),
+        "hash of the code the trial measured (variant file; kernel family sources or torch version): "
+        "resume reruns a trial whose code changed",
+    ),
     ("timestamp", pa.timestamp("us", tz="UTC"), "UTC time the trial finished"),
 ]
 

@@ -316,17 +316,20 @@ def dataset_files(path: PathOrUri, *, filesystem: pafs.FileSystem | None = None)
 
 
 def trial_history(path: PathOrUri, *, filesystem: pafs.FileSystem | None = None) -> pd.DataFrame:
-    """Per trial_id already in the dataset: its latest status (by timestamp) and how many rows
-    (attempts) it has. Empty when there is no dataset yet."""
+    """Per trial_id already in the dataset: its latest row's status and impl_hash (by timestamp; None
+    for rows written before the column existed) and how many rows (attempts) it has. Empty when there
+    is no dataset yet."""
     fs, root = _resolve(path, filesystem)
     if not _is_dir(fs, root) or not any(n.endswith(".parquet") for n in _files(fs, root)):
-        return pd.DataFrame(columns=["status", "attempts"], index=pd.Index([], name="trial_id"))
+        return pd.DataFrame(columns=["status", "impl_hash", "attempts"], index=pd.Index([], name="trial_id"))
     rows = ds.dataset(root, filesystem=fs, format="parquet", schema=RESULT_SCHEMA).to_table(
-        columns=["trial_id", "status", "timestamp"]
+        columns=["trial_id", "status", "impl_hash", "timestamp"]
     )
     frame = rows.to_pandas().sort_values("timestamp", kind="stable")
-    grouped = frame.groupby("trial_id", sort=False)
-    return pd.DataFrame({"status": grouped["status"].last(), "attempts": grouped.size()})
+    frame["impl_hash"] = frame["impl_hash"].astype(object).where(frame["impl_hash"].notna(), None)
+    latest = frame.groupby("trial_id", sort=False).tail(1).set_index("trial_id")
+    attempts = frame.groupby("trial_id", sort=False).size()
+    return pd.DataFrame({"status": latest["status"], "impl_hash": latest["impl_hash"], "attempts": attempts})
 
 
 def read_table(

@@ -21,6 +21,7 @@ from orchestrator.planning import Plan, plan_trials
 from orchestrator.progress import SweepProgress
 from orchestrator.tracking import Tracker
 from workloads.environment import code_version
+from workloads.fingerprint import implementation_fingerprint
 from workloads.trial import TRAINED_PHASES, Trial, TrialResult
 from workloads.variants import get_variant
 
@@ -43,7 +44,13 @@ def make_records(context: dict, trial: Trial, result: TrialResult) -> list[dict]
     """The dataset rows of one result: run context (sweep, run_id, attempt, code_version) + trial
     config + result. One row, except in phase prune: one per number of heads kept, the full model
     under the trial's own id, each smaller model under `trial.row_id(heads_kept)`."""
-    record = {**context, "trial_id": trial.trial_id, **trial.columns(), **result.as_dict()}
+    record = {
+        **context,
+        "trial_id": trial.trial_id,
+        "impl_hash": implementation_fingerprint(trial),
+        **trial.columns(),
+        **result.as_dict(),
+    }
     if not result.pruning:
         return [record]
     rows = []
@@ -98,14 +105,20 @@ def trials_to_run(
     trials: list[Trial], results_path: Path | str, resume: bool, retry_failed: bool
 ) -> tuple[list[Trial], dict]:
     """(trials still to run, rows each trial already has in the store). With resume, a trial is done
-    when its latest row's status is in KEPT_BY_RESUME (ok, oom, unsupported); with retry_failed=false,
-    whatever its status."""
+    when its latest row's status is in KEPT_BY_RESUME (ok, oom, unsupported; with retry_failed=false,
+    whatever its status) and it measured the code the trial would run now (`impl_hash`: a trial whose
+    kernel, variant file or torch changed runs again; a row from before impl_hash existed counts as
+    the same code)."""
     if not resume:
         return list(trials), {}
     history = trial_history(results_path)
     finished = KEPT_BY_RESUME if retry_failed else STATUSES
-    done = set(history.index[history["status"].isin(finished)])
-    return [t for t in trials if t.trial_id not in done], history["attempts"].to_dict()
+    kept = history[history["status"].isin(finished)]["impl_hash"].to_dict()
+
+    def done(trial: Trial) -> bool:
+        return trial.trial_id in kept and kept[trial.trial_id] in (None, implementation_fingerprint(trial))
+
+    return [t for t in trials if not done(t)], history["attempts"].to_dict()
 
 
 def schedule(trials: list[Trial]) -> list[Trial]:

@@ -221,3 +221,17 @@ def test_the_store_on_a_filesystem_without_rename_writes_each_file_as_one_object
     assert [i.base_name for i in memory.get_file_info(pafs.FileSelector("results/s"))] == ["run-a.parquet"]
     with pytest.raises(OSError):
         probe("results/s/run-a.parquet", filesystem=memory)  # a file where the location should be
+
+
+def test_trial_history_keeps_the_latest_rows_impl_hash_and_none_for_rows_without(where):
+    results_dir, _ = where
+    store = ResultStore(results_dir, "s", "run-a")
+    first, second, old = record(0), record(0), record(1)
+    first["impl_hash"], second["impl_hash"], old["impl_hash"] = "aaaa", "bbbb", None
+    second["timestamp"] = first["timestamp"] + dt.timedelta(seconds=1)  # the same trial, measured again
+    store.append([first, second, old])
+    store.finalize()
+    history = trial_history(join(results_dir, "s"))
+    assert history.loc[first["trial_id"], "impl_hash"] == "bbbb"
+    assert history.loc[first["trial_id"], "attempts"] == 2
+    assert history.loc[old["trial_id"], "impl_hash"] is None  # written before the column existed

@@ -146,6 +146,12 @@ class Variant:
     output_projection: bool = True  # False when the variant's own math ends in d_model (SwitchHead)
     # The forward returns per-head outputs [B, H, N, Dv] that the layer's head mask scales (phase prune).
     maskable_heads: bool = True
+    # The kernel families (folders of kernels/) its triton implementation launches, per phase (train:
+    # its prefill's): what a change reruns on resume (workloads.fingerprint).
+    triton_kernels: Mapping[str, tuple[str, ...]] = {
+        "prefill": ("flash_attention",),
+        "decode": ("decode_attention",),
+    }
     # Why FlexAttention cannot express this variant (its `unsupported` reason for backend flex), where
     # the variant has no flex implementation: what a score_mod / mask_mod per (b, h, q, kv) cannot say.
     flex_limit: str = ""

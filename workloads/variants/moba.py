@@ -144,6 +144,7 @@ class MixtureOfBlockAttention(Variant):
     # Several blocks at N=40, so that the gate chooses some and skips others.
     smoke_params = {"block_size": 16, "top_k": 2}
     kv_heads = "axis"
+    triton_kernels = {"prefill": ("moba_attention",)}
     implementations = {
         ("torch-ref", "prefill"): _torch_ref,
         ("torch-ref", "decode"): _torch_ref,

@@ -78,6 +78,7 @@ class MixtureOfHeads(Variant):
     name = "moh"
     summary = "mixture-of-head attention: shared heads + top-k routed heads per token, gated outputs"
     param_defaults = {"shared_heads": 1, "top_k": 2}
+    triton_kernels = {"prefill": ("moh_attention",)}
     implementations = {
         ("torch-ref", "prefill"): _torch_ref,
         ("torch-ref", "decode"): _torch_ref,

@@ -70,6 +70,7 @@ class SigmoidAttention(Variant):
     param_defaults = {"window": 1024, "bias": -1.0}
     smoke_params = {"window": 16}  # below the smoke sweep's 40 tokens, so that the window cuts
     kv_heads = "axis"
+    triton_kernels = {"prefill": ("sigmoid_kernels",)}  # its own family: a change reruns its points
     implementations = {
         ("torch-ref", "prefill"): _torch_ref,
         ("torch-ref", "decode"): _torch_ref,

@@ -1,0 +1,75 @@
+"""What code a trial measures, as a hash (`impl_hash`): resume reruns a trial whose code changed.
+
+A trial's fingerprint covers its variant's file (the reference it is checked against, and its own
+implementations) and what its backend runs: for `triton`, the source of the kernel families the
+variant's phase launches (`Variant.triton_kernels`) and the kernels' shared modules; for the backends
+PyTorch ships, the torch version (and `workloads/flex.py`, attnsweep's Flex engine, for flex); for a
+plugin backend, the file of its code. The driver computes it from files alone: Triton is never
+imported here.
+"""
+
+import functools
+import hashlib
+import inspect
+from pathlib import Path
+
+import torch
+
+from workloads.backends import get_backend
+from workloads.trial import TRAINED_PHASES, Trial
+from workloads.variants import get_variant
+
+PACKAGE_ROOT = Path(__file__).resolve().parents[1]  # the folder holding kernels/ and workloads/
+KERNELS = PACKAGE_ROOT / "kernels"
+# Modules every kernel family imports or is found through.
+KERNELS_SHARED = ("__init__.py", "_common.py", "_families.py")
+FLEX_ENGINE = Path(__file__).resolve().parent / "flex.py"
+QUALITY = Path(__file__).resolve().parent / "quality"
+
+
+def _python_files(folder: Path) -> list[Path]:
+    return sorted(folder.rglob("*.py"))
+
+
+def _kernel_files(families: tuple[str, ...]) -> list[Path]:
+    """The shared kernel modules and each family folder's files; every family's where one named is not
+    a folder of kernels/ (a family found elsewhere, e.g. a test's)."""
+    folders = [KERNELS / name for name in families]
+    if not all(folder.is_dir() for folder in folders):
+        folders = [f for f in sorted(KERNELS.iterdir()) if f.is_dir() and not f.name.startswith("_")]
+    return [KERNELS / name for name in KERNELS_SHARED] + [p for f in folders for p in _python_files(f)]
+
+
+def _code_files(trial: Trial) -> tuple[list[Path], str]:
+    """(source files, version text) that decide what `trial` measures."""
+    variant = get_variant(trial.variant)
+    files = [Path(inspect.getsourcefile(type(variant)))]
+    if trial.phase in TRAINED_PHASES:  # the reference layer, trained by workloads/quality
+        return files + _python_files(QUALITY), f"torch {torch.__version__}"
+    backend = get_backend(trial.backend)
+    if backend.implementation == "triton":
+        phase = "prefill" if trial.phase == "train" else trial.phase
+        return files + _kernel_files(variant.triton_kernels.get(phase, ())), ""
+    if backend.implementation == "flex":
+        return files + [FLEX_ENGINE], f"torch {torch.__version__}"
+    if backend.vendor or backend.implementation in ("torch-ref", "torch-sdpa"):
+        return files, f"torch {torch.__version__}"
+    code = backend.implementations.get((trial.variant, "prefill" if trial.phase == "train" else trial.phase))
+    return files + ([Path(inspect.getsourcefile(code))] if code is not None else []), ""
+
+
+@functools.cache
+def _fingerprint(variant: str, backend: str, phase: str) -> str:
+    files, version = _code_files(Trial(variant, backend, phase, 1, 1, 1, 1, 1, "float32", True))
+    digest = hashlib.sha256(version.encode())
+    for path in dict.fromkeys(files):
+        digest.update(
+            str(path.relative_to(PACKAGE_ROOT) if path.is_relative_to(PACKAGE_ROOT) else path.name).encode()
+        )
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def implementation_fingerprint(trial: Trial) -> str:
+    """16 hex digits naming the code `trial` measures (cached per process: a run's code is fixed)."""
+    return _fingerprint(trial.variant, trial.backend, trial.phase)
