@@ -16,6 +16,9 @@ PHASES = ("prefill", "decode", "train", "quality", "prune")
 TRAINED_PHASES = ("quality", "prune")  # a model is trained: no latency, a task, a seed
 
 STATUSES = ("ok", "oom", "error", "timeout", "unsupported")
+# Kinds of benchmark inputs (workloads/inputs.py makes them), randn first: the kind every row had before
+# the axis existed (their `inputs` is null).
+INPUT_KINDS = ("randn", "large_logits", "outliers", "long_tail")
 # The trial ran as planned: measured (ok), or a point its backend does not offer (the row says why).
 PLANNED_STATUSES = ("ok", "unsupported")
 # Every other status is a failure: reports list it, MLflow closes the trial's run as FAILED.
@@ -49,6 +52,7 @@ _COLUMNS: list[tuple[str, pa.DataType, str]] = [
     ("params", pa.string(), "JSON of the variant's own parameters"),
     ("quality", pa.string(), "phases quality/prune: JSON of task, task parameters, training settings"),
     ("seed", pa.int64(), "phases quality/prune: seed of initialisation, data and order"),
+    ("inputs", pa.string(), "kind of inputs: " + " | ".join(INPUT_KINDS)),
     ("status", pa.string(), " | ".join(STATUSES)),
     ("error", pa.string(), "message (and traceback) for the non-ok rows"),
     ("latency_ms", pa.float64(), "median of the timed runs"),
@@ -128,5 +132,6 @@ CONFIG_COLUMNS = (
     "params",
     "quality",
     "seed",
+    "inputs",
     "heads_kept",
 )

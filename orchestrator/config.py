@@ -28,6 +28,7 @@ from omegaconf.errors import OmegaConfBaseException
 from analysis.baseline import DEFAULT_BASELINE, Baseline
 from orchestrator.messages import first_line
 from workloads.backends import BACKENDS
+from workloads.inputs import INPUT_KINDS
 from workloads.measure import MeasureSettings
 from workloads.quality.spec import quality_json, task_defaults
 from workloads.quality.tasks import TASKS
@@ -96,9 +97,13 @@ class AxesConf:
     d_model: list[int] = setting(
         [], "widths: when given, head_dim = d_model / n_heads (heads compared at one width)"
     )
+    inputs: list[str] = setting(
+        ["randn"], f"input kinds, where accuracy falls off (workloads/inputs.py): {', '.join(INPUT_KINDS)}"
+    )
 
     def check(self) -> None:
         _check_choices("sweep.axes.dtype", self.dtype, DTYPES, "dtype")
+        _check_choices("sweep.axes.inputs", self.inputs, INPUT_KINDS, "input kind")
         for axis in ("batch", "seq_len", "n_heads", "n_kv_heads", "head_dim"):
             if not getattr(self, axis):
                 raise ConfigError(f"sweep.axes.{axis}: empty list")

@@ -11,7 +11,7 @@ from workloads.quality.spec import quality_json, trial_settings, trial_task
 from workloads.trial import TRAINED_PHASES, Trial
 from workloads.variants import InvalidPoint, get_variant, param_grid, variant_names
 
-AXES = ("batch", "seq_len", "n_heads", "n_kv_heads", "head_dim", "dtype", "causal")
+AXES = ("batch", "seq_len", "n_heads", "n_kv_heads", "head_dim", "dtype", "causal", "inputs")
 # The key a user changes when an InvalidPoint names this axis.
 _SWEEP_KEYS = {"backend": "sweep.backends", "quality": "sweep.quality.task_params"}
 
@@ -68,6 +68,10 @@ def _check_trained(trial: Trial) -> None:
     """A trained phase trains the float32 reference layer of a causal LM on a task of seq_len tokens."""
     if trial.phase not in TRAINED_PHASES:
         return
+    if trial.inputs != "randn":
+        raise InvalidPoint(
+            "inputs", f"phase {trial.phase} learns a task: input kinds are for benchmark phases"
+        )
     if trial.backend != "torch-ref":
         raise InvalidPoint("backend", f"phase {trial.phase} trains the reference layer (backend torch-ref)")
     if trial.dtype != "float32":

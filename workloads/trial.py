@@ -42,6 +42,9 @@ class Trial:
     # (`workloads.quality.spec`), and the seed of initialisation, data and order.
     quality: str = ""
     seed: int | None = None
+    # Benchmark phases: the kind of inputs (workloads.inputs.INPUT_KINDS), randn unless the inputs axis
+    # says otherwise.
+    inputs: str = "randn"
 
     @property
     def param_dict(self) -> dict[str, Any]:
@@ -55,6 +58,8 @@ class Trial:
             del config["quality"]
         if self.seed is None:
             del config["seed"]
+        if self.inputs == "randn":  # the inputs every trial had before the axis existed: ids unchanged
+            del config["inputs"]
         return config
 
     def columns(self) -> dict[str, Any]:
@@ -73,6 +78,7 @@ class Trial:
     def label(self) -> str:
         params = " ".join(f"{k}={v}" for k, v in sorted(self.param_dict.items()))
         trained = f" {json.loads(self.quality)['task']} seed={self.seed}" if self.quality else ""
+        trained += f" inputs={self.inputs}" if self.inputs != "randn" else ""
         return (
             f"{self.variant}/{self.backend}/{self.phase} B={self.batch} N={self.seq_len} "
             f"H={self.n_heads}/{self.n_kv_heads} D={self.head_dim} {self.dtype}"

@@ -68,3 +68,30 @@ def test_table_is_worst_first_and_summary_is_capped(kept):
 def test_no_measurement_no_section_body(kept):
     blocks = accuracy_blocks(load_results(kept.assign(rel_err=None, max_abs_err=None)))
     assert [b.content for b in blocks][1:] == ["No row has an accuracy measurement."]
+
+
+def _by_kind(kept: pd.DataFrame) -> pd.DataFrame:
+    """The rows once per input kind: large_logits 20× worse for gqa on triton, 2× for everything else."""
+    randn = kept.assign(inputs=None)  # rows from before the inputs axis: randn
+    large = kept.assign(inputs="large_logits")
+    cliff = large["variant"].eq("gqa") & large["backend"].eq("triton")
+    large["rel_err"] = large["rel_err"] * cliff.map({True: 20.0, False: 2.0})
+    return pd.concat([randn, large], ignore_index=True)
+
+
+def test_accuracy_by_input_kind_marks_the_cliff(kept):
+    rows = _by_kind(kept[kept["rel_err"].notna()])
+    blocks = accuracy_blocks(rows)
+    table = next(b.content for b in blocks if b.kind == "table")
+    assert table.headers[:4] == ["variant", "backend", "dtype", "inputs"] and "× randn" in table.headers
+    column = table.headers.index("× randn")
+    marks = {(r[0], r[1], str(r[3])): r[column].text for r in table.rows}
+    assert marks[("gqa", "triton", "large_logits")].endswith("cliff")
+    assert marks[("mha", "triton", "large_logits")] == "2×"
+    assert marks[("gqa", "triton", "randn")] == "1×"
+
+
+def test_the_heatmap_splits_columns_by_input_kind(kept):
+    grid, columns_are = heatmap_grid(_by_kind(kept[kept["rel_err"].notna()]))
+    assert columns_are.startswith("inputs phase")
+    assert grid.columns[0].startswith("randn prefill") and grid.columns[-1].startswith("large_logits")

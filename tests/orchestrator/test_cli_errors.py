@@ -60,6 +60,11 @@ INVALID = [
     ),
     pytest.param(["executor=slurm"], "executor: 'slurm' is not one of ray, local", id="unknown-executor"),
     pytest.param(
+        ["sweep.axes.inputs=[randn,zeros]"],
+        "sweep.axes.inputs: unknown input kind 'zeros'",
+        id="unknown-inputs",
+    ),
+    pytest.param(
         ["sweep.quality.tasks=[mqar,recall]"], "sweep.quality.tasks: unknown task 'recall'", id="unknown-task"
     ),
     pytest.param(

@@ -111,3 +111,17 @@ def test_default_sweep_covers_every_variant_backend_phase():
         for b in ("torch-ref", "torch-sdpa", "triton")
         for p in ("prefill", "decode")
     }
+
+
+def test_the_inputs_axis_plans_each_kind_and_keeps_randn_ids():
+    plain = plan_ids(GRID)
+    both = plan_trials(load_config([*GRID, "sweep.axes.inputs=[randn,large_logits]"]).sweep).trials
+    assert len(both) == 2 * len(plain)
+    assert [t.trial_id for t in both if t.inputs == "randn"] == plain  # the ids of before the axis
+    assert {t.inputs for t in both} == {"randn", "large_logits"}
+
+
+def test_trained_phases_take_no_input_kind():
+    overrides = ["sweep.phases=[quality]", "sweep.backends=[torch-ref]", "sweep.axes.inputs=[outliers]"]
+    with pytest.raises(ConfigError, match="sweep.axes.inputs: no valid point for variant mha"):
+        plan_trials(load_config(overrides).sweep)

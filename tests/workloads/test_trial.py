@@ -36,7 +36,8 @@ def test_every_field_changes_the_id(field):
 
 
 def test_benchmark_trials_keep_the_ids_they_had_before_the_trained_phases():
-    """The id is the hash of the eleven benchmark fields alone while quality and seed are unset."""
+    """The id is the hash of the eleven benchmark fields alone while quality and seed are unset and the
+    inputs are randn (the inputs axis came later)."""
     before = {
         "variant": "gqa",
         "backend": "triton",
@@ -52,7 +53,7 @@ def test_benchmark_trials_keep_the_ids_they_had_before_the_trained_phases():
     }
     assert TRIAL.trial_id == hashlib.sha256(canonical_json(before).encode()).hexdigest()[:16]
     assert TRIAL.trial_id == "31cc5e2288d02845"  # the id this trial had before (code of be070fc)
-    assert TRIAL.columns() == {**before, "quality": None, "seed": None}
+    assert TRIAL.columns() == {**before, "quality": None, "seed": None, "inputs": "randn"}
 
 
 def test_prune_rows_have_ids_of_their_own():

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from workloads.backends import TRITON_HEAD_DIMS, get_backend
+from workloads.inputs import shape_inputs
 from workloads.trial import TRAINED_PHASES, Trial
 
 # (backend, phase) -> callable(trial, inputs) -> output
@@ -263,9 +264,11 @@ class Variant:
     def make_inputs(
         self, trial: Trial, device: torch.device, generator: torch.Generator
     ) -> dict[str, torch.Tensor]:
-        """Random activations (a full cache of seq_len tokens in decode) and perturbed initial weights."""
+        """Random activations (a full cache of seq_len tokens in decode) of the trial's input kind
+        (`workloads.inputs`) and perturbed initial weights."""
         b, n, dtype = trial.batch, trial.seq_len, getattr(torch, trial.dtype)
         inputs: dict[str, torch.Tensor] = {}
+        weights = {spec.name for spec in self.input_specs(trial) if isinstance(spec, Weight)}
         for spec in self.input_specs(trial):
             if isinstance(spec, Weight):
                 # Weights start on the CPU (`initial_weight`), from a CPU generator seeded by the trial's
@@ -282,6 +285,8 @@ class Variant:
                 full = (b, shape[0], n, *shape[1:]) if spec.heads_first else (b, n, *shape)
                 name = f"{name}_cache" if trial.phase == "decode" else name
             inputs[name] = torch.randn(full, generator=generator, device=device, dtype=dtype)
+        activations = [name for name in inputs if name not in weights]
+        shape_inputs(trial.inputs, inputs, activations, generator)
         if trial.phase == "decode":
             inputs["cache_seqlens"] = torch.full((b,), n, dtype=torch.int32, device=device)
         return inputs
