@@ -50,12 +50,12 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-# Hydra's wheels for a GPU host without network (benchmarks/gpu_check.sh installs them from .whl/):
-# the versions .venv has, for CPython 3.12 (all pure Python). antlr4-python3-runtime 4.9.3 is an
+# Hydra's wheels, and NVML's bindings (nvidia-ml-py), for a GPU host without network
+# (benchmarks/gpu_check.sh installs them from .whl/): the versions .venv has, for CPython 3.12 (all pure Python). antlr4-python3-runtime 4.9.3 is an
 # sdist only: its wheel is built here. A wheel already in .whl/ is kept, other versions of it removed.
 # .venv is set up when missing, but never reinstalled for this (no dependency on the stamp).
 WHEELHOUSE := .whl
-HYDRA_WHEELS := hydra-core omegaconf antlr4-python3-runtime
+HYDRA_WHEELS := hydra-core omegaconf antlr4-python3-runtime nvidia-ml-py
 wheelhouse:
 	@test -x $(PY) || $(MAKE) setup
 	@mkdir -p $(WHEELHOUSE)

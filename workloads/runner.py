@@ -15,6 +15,7 @@ import torch
 
 from workloads.accuracy import REL_TOLERANCE, errors, within_tolerance
 from workloads.backends import Unsupported, choose_triton_mode, load_kernels
+from workloads.device_state import NVML, device_state_fields
 from workloads.environment import environment_fields
 from workloads.measure import (
     MeasureSettings,
@@ -190,7 +191,13 @@ def _measure(trial: Trial, device: torch.device, settings: MeasureSettings, resu
     result.kernels = launched_kernels(forward, device)
     result.peak_mem_bytes = peak_memory_bytes(forward, device)
     timed = LastOutput(forward)
+    before = NVML.read() if device.type == "cuda" else None
     timing = time_callable(timed, device, settings)
+    after = NVML.read() if before is not None else None
+    for name, value in device_state_fields(before, after, timing.median_ms).items():
+        setattr(result, name, value)
+    if trial.phase == "decode" and result.energy_mj:  # one new token per sequence and call
+        result.tokens_per_j = trial.batch / (result.energy_mj * 1e-3)
     if references is not None and not _recheck(trial, forward, timed.last, references, result):
         return
     del timed

@@ -112,6 +112,14 @@ class TrialResult:
     peak_tflops: float | None = None
     peak_gbps: float | None = None
     peak_mem_bytes: int | None = None
+    # The GPU around the timed calls (workloads.device_state; None without NVML or a GPU).
+    sm_clock_mhz: int | None = None
+    mem_clock_mhz: int | None = None
+    power_w: float | None = None
+    temp_c: int | None = None
+    throttled: bool | None = None
+    energy_mj: float | None = None
+    tokens_per_j: float | None = None
     kv_cache_bytes: int | None = None
     kv_bytes_per_token: int | None = None
     n_params: int | None = None
