@@ -26,7 +26,7 @@ from analysis.nodes import nodes_blocks
 from analysis.quality import quality_blocks
 from analysis.render import render_html, render_markdown
 from analysis.roofline import ceilings, roofline_blocks, roofline_rows
-from analysis.rows import SELECTION_RULE, distinct, latest_per_trial, load_results
+from analysis.rows import SELECTION_RULE, distinct, latest_per_trial, load_results, point_label
 from analysis.schema import PHASES, STATUSES, TRAINED_PHASES
 from analysis.speed import glance_blocks
 
@@ -34,6 +34,7 @@ SELECTION_RULE_SHORT = (
     "Selection rule: each trial counts once, as its latest ok row (else its latest row); "
     "the status table counts every row."
 )
+THROTTLED_ROWS = 20
 ENVIRONMENT = (
     ("device", "device"),
     ("host", "host"),
@@ -67,6 +68,38 @@ def _ceilings_text(kept: pd.DataFrame) -> str:
     return "; ".join(parts)
 
 
+def _clocks_text(kept: pd.DataFrame) -> str:
+    """Per GPU: SM and memory clocks, temperature and power over the rows NVML read, and how many rows
+    throttled; '—' without readings."""
+    read = kept[kept["sm_clock_mhz"].notna()] if "sm_clock_mhz" in kept else kept.iloc[:0]
+    if read.empty:
+        return "— (no NVML readings: a CPU, or no nvidia-ml-py)"
+    parts = []
+    for device, rows in read.groupby("device", sort=True):
+        sm, memory = rows["sm_clock_mhz"].astype(float), rows["mem_clock_mhz"].astype(float)
+        throttled = int(rows["throttled"].fillna(False).astype(bool).sum())
+        parts.append(
+            f"{device}: SM {fmt(sm.min())}–{fmt(sm.max())} MHz (median {fmt(sm.median())}), memory "
+            f"{fmt(memory.median())} MHz, up to {int(rows['temp_c'].max())} °C, "
+            f"{fmt(rows['power_w'].median())} W median; {throttled} of {len(rows)} rows throttled"
+        )
+    return "; ".join(parts)
+
+
+def _throttled(kept: pd.DataFrame) -> list[Block]:
+    """The rows whose GPU throttled around their timed calls (their latency may be slow for it)."""
+    if "throttled" not in kept or not kept["throttled"].fillna(False).astype(bool).any():
+        return []
+    rows = kept[kept["throttled"].fillna(False).astype(bool)].head(THROTTLED_ROWS)
+    table = Table(["variant", "backend", "phase", "point", "SM MHz", "°C", "W"])
+    for _, r in rows.iterrows():
+        cells = [fmt(r["sm_clock_mhz"]), str(int(r["temp_c"])), fmt(r["power_w"])]
+        table.add([r["variant"], r["backend"], r["phase"], point_label(r), *map(Cell, cells)])
+    total = int(kept["throttled"].fillna(False).astype(bool).sum())
+    note = f"Rows whose GPU throttled around the timed calls ({total}; the first {len(rows)} shown)."
+    return [Block("p", note), Block("table", table)]
+
+
 def _environment(df: pd.DataFrame, kept: pd.DataFrame) -> list[Block]:
     stamps = df["timestamp"].dropna()
     span = f"{stamps.min():%Y-%m-%d %H:%M:%S} – {stamps.max():%Y-%m-%d %H:%M:%S} UTC" if len(stamps) else "—"
@@ -74,6 +107,7 @@ def _environment(df: pd.DataFrame, kept: pd.DataFrame) -> list[Block]:
     for column, label in ENVIRONMENT:
         facts.add([label, distinct(df[column])])
     facts.add(["measured ceilings", _ceilings_text(kept)])
+    facts.add(["GPU clocks", _clocks_text(kept)])
     facts.add(["sweep", distinct(df["sweep"])])
     facts.add(["rows", f"{len(df)} in the dataset, {len(kept)} kept by the selection rule"])
     facts.add(["time range", span])
@@ -82,6 +116,7 @@ def _environment(df: pd.DataFrame, kept: pd.DataFrame) -> list[Block]:
         Block("table", facts),
         Block("p", SELECTION_RULE, markdown=False),
         Block("p", SELECTION_RULE_SHORT, html=False),
+        *_throttled(kept),
     ]
 
 

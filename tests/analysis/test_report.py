@@ -323,3 +323,27 @@ def test_kv_cache_section_lists_every_configuration(results_df, tmp_path):
             line.startswith(f"| {r['variant']} ") and f"| {fmt(r['kv_bytes_per_token'])} |" in line
             for line in rows
         )
+
+
+def test_gpu_clocks_in_the_environment_and_throttled_rows_marked(results_df, tmp_path):
+    gpu = results_df[results_df["status"].eq("ok")].head(6).copy()
+    gpu = gpu.assign(
+        device="NVIDIA H100",
+        sm_clock_mhz=[1980, 1980, 1755, 1980, 1980, 1980],
+        mem_clock_mhz=2619,
+        temp_c=[55, 56, 71, 57, 58, 58],
+        power_w=350.0,
+        throttled=[False, False, True, False, False, False],
+    )
+    paths = build_report(gpu, tmp_path)
+    markdown = paths.markdown.read_text(encoding="utf-8")
+    assert (
+        "| GPU clocks | NVIDIA H100: SM 1755–1980 MHz (median 1980), memory 2619 MHz, up to 71 °C" in markdown
+    )
+    assert "1 of 6 rows throttled" in markdown
+    assert "Rows whose GPU throttled around the timed calls (1; the first 1 shown)." in markdown
+
+
+def test_without_nvml_readings_the_environment_says_so(report):
+    _, _, markdown = report
+    assert "| GPU clocks | — (no NVML readings: a CPU, or no nvidia-ml-py) |" in markdown
