@@ -70,6 +70,10 @@ def _fingerprint(variant: str, backend: str, phase: str) -> str:
     return digest.hexdigest()[:16]
 
 
-def implementation_fingerprint(trial: Trial) -> str:
-    """16 hex digits naming the code `trial` measures (cached per process: a run's code is fixed)."""
-    return _fingerprint(trial.variant, trial.backend, trial.phase)
+def implementation_fingerprint(trial: Trial) -> str | None:
+    """16 hex digits naming the code `trial` measures (cached per process: a run's code is fixed); None
+    when there is no such code to read (an unknown variant or backend: the trial's row says so)."""
+    try:
+        return _fingerprint(trial.variant, trial.backend, trial.phase)
+    except (KeyError, OSError, TypeError):
+        return None

@@ -9,6 +9,9 @@ from pathlib import Path
 
 import pyarrow.dataset as ds
 
+from workloads.fingerprint import implementation_fingerprint
+from workloads.trial import Trial
+
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("analysis", "kernels", "orchestrator", "workloads")
 SWEEP = [
@@ -69,3 +72,14 @@ def test_a_rerun_measures_again_exactly_the_trials_whose_kernel_changed(tmp_path
     assert _measured_by_run(checkout)[2:] == [
         {("torch-sdpa", "prefill"), ("torch-sdpa", "decode"), ("triton", "prefill"), ("triton", "decode")}
     ]
+
+
+def test_a_trial_of_unknown_code_has_no_fingerprint():
+    """Its row is an error naming what is unknown; recording it must not fail the sweep."""
+    assert (
+        implementation_fingerprint(Trial("nope", "torch-sdpa", "prefill", 1, 8, 2, 2, 16, "float32", True))
+        is None
+    )
+    assert (
+        implementation_fingerprint(Trial("mha", "nope", "prefill", 1, 8, 2, 2, 16, "float32", True)) is None
+    )
