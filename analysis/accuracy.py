@@ -36,7 +36,7 @@ def _sci(value: object) -> str:
 
 def with_input_kind(rows: pd.DataFrame) -> pd.DataFrame:
     """`inputs` filled (rows from before the axis: randn) and ordered as INPUT_KINDS."""
-    kinds = rows["inputs"].fillna(INPUT_KINDS[0]) if "inputs" in rows else INPUT_KINDS[0]
+    kinds = rows["inputs"].fillna(INPUT_KINDS[0])
     return rows.assign(inputs=pd.Categorical(kinds, categories=INPUT_KINDS, ordered=True))
 
 

@@ -71,13 +71,13 @@ def _ceilings_text(kept: pd.DataFrame) -> str:
 def _clocks_text(kept: pd.DataFrame) -> str:
     """Per GPU: SM and memory clocks, temperature and power over the rows NVML read, and how many rows
     throttled; '—' without readings."""
-    read = kept[kept["sm_clock_mhz"].notna()] if "sm_clock_mhz" in kept else kept.iloc[:0]
+    read = kept[kept["sm_clock_mhz"].notna()]
     if read.empty:
         return "— (no NVML readings: a CPU, or no nvidia-ml-py)"
     parts = []
     for device, rows in read.groupby("device", sort=True):
         sm, memory = rows["sm_clock_mhz"].astype(float), rows["mem_clock_mhz"].astype(float)
-        throttled = int(rows["throttled"].fillna(False).astype(bool).sum())
+        throttled = int(rows["throttled"].eq(True).sum())
         parts.append(
             f"{device}: SM {fmt(sm.min())}–{fmt(sm.max())} MHz (median {fmt(sm.median())}), memory "
             f"{fmt(memory.median())} MHz, up to {int(rows['temp_c'].max())} °C, "
@@ -88,15 +88,15 @@ def _clocks_text(kept: pd.DataFrame) -> str:
 
 def _throttled(kept: pd.DataFrame) -> list[Block]:
     """The rows whose GPU throttled around their timed calls (their latency may be slow for it)."""
-    if "throttled" not in kept or not kept["throttled"].fillna(False).astype(bool).any():
+    throttled = kept[kept["throttled"].eq(True)]
+    if throttled.empty:
         return []
-    rows = kept[kept["throttled"].fillna(False).astype(bool)].head(THROTTLED_ROWS)
+    rows = throttled.head(THROTTLED_ROWS)
     table = Table(["variant", "backend", "phase", "point", "SM MHz", "°C", "W"])
     for _, r in rows.iterrows():
         cells = [fmt(r["sm_clock_mhz"]), str(int(r["temp_c"])), fmt(r["power_w"])]
         table.add([r["variant"], r["backend"], r["phase"], point_label(r), *map(Cell, cells)])
-    total = int(kept["throttled"].fillna(False).astype(bool).sum())
-    note = f"Rows whose GPU throttled around the timed calls ({total}; the first {len(rows)} shown)."
+    note = f"Rows whose GPU throttled around the timed calls ({len(throttled)}; the first {len(rows)} shown)."
     return [Block("p", note), Block("table", table)]
 
 

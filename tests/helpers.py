@@ -1,4 +1,10 @@
-"""The one comparison helper every test uses against a reference."""
+"""Shared test helpers: the one comparison against a reference every test uses, and the CLI run in a
+fresh process."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import torch
 
@@ -16,3 +22,17 @@ def assert_close(out: torch.Tensor, ref: torch.Tensor, *, rel_tol: float, name: 
 def random_tensor(*shape: int, dtype=torch.float32, device="cpu", generator=None) -> torch.Tensor:
     """Standard normal values (never zeros) in float32, then cast: every dtype sees the same draw."""
     return torch.randn(*shape, generator=generator, dtype=torch.float32).to(device=device, dtype=dtype)
+
+
+def run_attnsweep(cwd: Path, code: Path, *args: str, plugins: str = "") -> subprocess.CompletedProcess:
+    """`python -m orchestrator ARGS` in a fresh process at `cwd`, importing the packages from `code`
+    (the checkout, or a copy of it) with ATTNSWEEP_PLUGINS=`plugins` (none by default)."""
+    env = {**os.environ, "PYTHONPATH": str(code), "ATTNSWEEP_PLUGINS": plugins}
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )

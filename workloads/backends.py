@@ -144,8 +144,9 @@ for _backend in (
 ):
     register_backend(_backend)
 
-# The keys variants' own implementations use: every backend of the package runs one of these.
-IMPLEMENTED_BACKENDS = ("torch-ref", "torch-sdpa", "flex", "triton")
+# The keys variants' own implementations use: every backend of the package runs one of these
+# (torch-ref, torch-sdpa, flex, triton).
+IMPLEMENTED_BACKENDS = tuple(dict.fromkeys(backend.implementation for backend in BACKENDS.values()))
 
 # Head dims (d_qk, d_v) the Triton kernels accept, per phase: (min, max d_qk, max d_v). They mirror the
 # kernels' own checks (kernels/_common.py, kernels/decode_attention), which a test holds them to; kept

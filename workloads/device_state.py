@@ -65,20 +65,27 @@ class Nvml:
             return None
 
 
-def device_state_fields(before: Reading | None, after: Reading | None, latency_ms: float) -> dict:
-    """The row's sm_clock_mhz, mem_clock_mhz, power_w, temp_c, throttled and energy_mj from the readings
-    around the timed calls (every field None without both)."""
+FIELDS = ("sm_clock_mhz", "mem_clock_mhz", "power_w", "temp_c", "throttled", "energy_mj", "tokens_per_j")
+
+
+def device_state_fields(
+    before: Reading | None, after: Reading | None, latency_ms: float, tokens_per_call: int | None = None
+) -> dict:
+    """The row's FIELDS from the readings around the timed calls (every field None without both);
+    tokens_per_j only where a call makes `tokens_per_call` tokens (decode)."""
     if before is None or after is None:
-        return dict.fromkeys(("sm_clock_mhz", "mem_clock_mhz", "power_w", "temp_c", "throttled", "energy_mj"))
+        return dict.fromkeys(FIELDS)
     seconds = after.when_s - before.when_s
     power_w = (after.energy_mj - before.energy_mj) / 1e3 / seconds if seconds > 0 else None
+    energy_mj = power_w * latency_ms if power_w is not None else None  # W × ms = mJ
     return {
         "sm_clock_mhz": min(before.sm_clock_mhz, after.sm_clock_mhz),
         "mem_clock_mhz": min(before.mem_clock_mhz, after.mem_clock_mhz),
         "power_w": power_w,
         "temp_c": max(before.temp_c, after.temp_c),
         "throttled": bool((before.throttle_reasons | after.throttle_reasons) & ~BENIGN_THROTTLE),
-        "energy_mj": power_w * latency_ms if power_w is not None else None,  # W × ms = mJ
+        "energy_mj": energy_mj,
+        "tokens_per_j": tokens_per_call / (energy_mj * 1e-3) if tokens_per_call and energy_mj else None,
     }
 
 

@@ -40,27 +40,28 @@ def _kernel_files(families: tuple[str, ...]) -> list[Path]:
     return [KERNELS / name for name in KERNELS_SHARED] + [p for f in folders for p in _python_files(f)]
 
 
-def _code_files(trial: Trial) -> tuple[list[Path], str]:
-    """(source files, version text) that decide what `trial` measures."""
-    variant = get_variant(trial.variant)
+def _code_files(variant_name: str, backend_name: str, phase: str) -> tuple[list[Path], str]:
+    """(source files, version text) that decide what a trial of (variant, backend, phase) measures."""
+    variant = get_variant(variant_name)
     files = [Path(inspect.getsourcefile(type(variant)))]
-    if trial.phase in TRAINED_PHASES:  # the reference layer, trained by workloads/quality
-        return files + _python_files(QUALITY), f"torch {torch.__version__}"
-    backend = get_backend(trial.backend)
+    torch_version = f"torch {torch.__version__}"
+    if phase in TRAINED_PHASES:  # the reference layer, trained by workloads/quality
+        return files + _python_files(QUALITY), torch_version
+    backend = get_backend(backend_name)
+    forward_phase = "prefill" if phase == "train" else phase
     if backend.implementation == "triton":
-        phase = "prefill" if trial.phase == "train" else trial.phase
-        return files + _kernel_files(variant.triton_kernels.get(phase, ())), ""
+        return files + _kernel_files(variant.triton_kernels.get(forward_phase, ())), ""
     if backend.implementation == "flex":
-        return files + [FLEX_ENGINE], f"torch {torch.__version__}"
-    if backend.vendor or backend.implementation in ("torch-ref", "torch-sdpa"):
-        return files, f"torch {torch.__version__}"
-    code = backend.implementations.get((trial.variant, "prefill" if trial.phase == "train" else trial.phase))
+        return files + [FLEX_ENGINE], torch_version
+    if backend.implementation in ("torch-ref", "torch-sdpa"):  # the sdpa-* backends run torch-sdpa's
+        return files, torch_version
+    code = backend.implementations.get((variant_name, forward_phase))  # a plugin's own
     return files + ([Path(inspect.getsourcefile(code))] if code is not None else []), ""
 
 
 @functools.cache
 def _fingerprint(variant: str, backend: str, phase: str) -> str:
-    files, version = _code_files(Trial(variant, backend, phase, 1, 1, 1, 1, 1, "float32", True))
+    files, version = _code_files(variant, backend, phase)
     digest = hashlib.sha256(version.encode())
     for path in dict.fromkeys(files):
         digest.update(

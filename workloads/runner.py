@@ -14,7 +14,7 @@ import traceback
 import torch
 
 from workloads.accuracy import REL_TOLERANCE, errors, within_tolerance
-from workloads.backends import Unsupported, choose_triton_mode, load_kernels
+from workloads.backends import Unsupported, load_kernels
 from workloads.device_state import NVML, device_state_fields
 from workloads.environment import environment_fields
 from workloads.measure import (
@@ -194,10 +194,9 @@ def _measure(trial: Trial, device: torch.device, settings: MeasureSettings, resu
     before = NVML.read() if device.type == "cuda" else None
     timing = time_callable(timed, device, settings)
     after = NVML.read() if before is not None else None
-    for name, value in device_state_fields(before, after, timing.median_ms).items():
+    tokens = trial.batch if trial.phase == "decode" else None  # one new token per sequence and call
+    for name, value in device_state_fields(before, after, timing.median_ms, tokens).items():
         setattr(result, name, value)
-    if trial.phase == "decode" and result.energy_mj:  # one new token per sequence and call
-        result.tokens_per_j = trial.batch / (result.energy_mj * 1e-3)
     if references is not None and not _recheck(trial, forward, timed.last, references, result):
         return
     del timed
@@ -233,7 +232,6 @@ def _fill_cost(trial: Trial, result: TrialResult) -> None:
 
 def run_trial(trial: Trial, settings: MeasureSettings | None = None) -> TrialResult:
     settings = settings or MeasureSettings()
-    choose_triton_mode()  # before torch.compile (flex) imports Triton, which reads the mode once
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     result = TrialResult(status="error", **environment_fields(device.type))
     try:

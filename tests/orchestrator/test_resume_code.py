@@ -1,14 +1,12 @@
 """Code-aware resume: a rerun measures again exactly the trials whose code changed (impl_hash), in a
 copy of the checkout whose kernel files the test edits."""
 
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pyarrow.dataset as ds
 
+from tests.helpers import run_attnsweep
 from workloads.fingerprint import implementation_fingerprint
 from workloads.trial import Trial
 
@@ -30,15 +28,7 @@ SWEEP = [
 
 
 def _run(checkout: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if k != "ATTNSWEEP_PLUGINS"} | {"PYTHONPATH": str(checkout)}
-    done = subprocess.run(
-        [sys.executable, "-m", "orchestrator", "run", *SWEEP],
-        cwd=checkout,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    done = run_attnsweep(checkout, checkout, "run", *SWEEP)
     assert done.returncode == 0, done.stderr[-3000:]
 
 

@@ -1,28 +1,20 @@
 """Backends of your own through ATTNSWEEP_PLUGINS: a test-only backend runs in a real sweep, and a
 plugin that fails to load or defines a malformed backend stops the sweep before anything runs."""
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pyarrow.dataset as ds
 import pytest
+
+from tests.helpers import run_attnsweep
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = "tests.workloads.example_backend"
 
 
 def _attnsweep(cwd: Path, plugins: str, *overrides: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "ATTNSWEEP_PLUGINS": plugins, "PYTHONPATH": str(ROOT)}
-    return subprocess.run(
-        [sys.executable, "-m", "orchestrator", "run", *overrides],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    return run_attnsweep(cwd, ROOT, "run", *overrides, plugins=plugins)
 
 
 def test_a_plugin_backend_runs_in_a_sweep_and_is_checked_against_the_reference(tmp_path):

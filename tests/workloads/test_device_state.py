@@ -7,11 +7,10 @@ import pytest
 import torch
 
 from tests.workloads.variants.cases import make_trial
-from workloads.device_state import Nvml, Reading, device_state_fields
+from workloads.device_state import FIELDS, Nvml, Reading, device_state_fields
 from workloads.measure import MeasureSettings
 from workloads.runner import run_trial
 
-FIELDS = ("sm_clock_mhz", "mem_clock_mhz", "power_w", "temp_c", "throttled", "energy_mj")
 FAST = MeasureSettings(min_run_time_s=0.01)
 
 
@@ -27,7 +26,7 @@ def test_without_a_driver_nvml_reads_nothing_and_warns_once():
 def test_a_cpu_trial_has_null_clocks_power_and_energy():
     result = run_trial(make_trial("gqa", backend="torch-sdpa", phase="decode"), FAST)
     assert result.status == "ok", result.error
-    assert all(getattr(result, name) is None for name in (*FIELDS, "tokens_per_j"))
+    assert all(getattr(result, name) is None for name in FIELDS)
 
 
 def _reading(sm, mem, temp, reasons, energy_mj, when_s):
@@ -46,10 +45,12 @@ def _reading(sm, mem, temp, reasons, energy_mj, when_s):
 def test_fields_from_the_readings_around_the_timed_calls(reasons, throttled):
     before = _reading(1980, 2619, 41, reasons[0], 1_000_000, 10.0)
     after = _reading(1755, 2619, 47, reasons[1], 1_700_000, 12.0)  # 700 J over 2 s: 350 W
-    fields = device_state_fields(before, after, latency_ms=0.2)
+    fields = device_state_fields(before, after, latency_ms=0.2, tokens_per_call=16)
     assert fields["sm_clock_mhz"] == 1755 and fields["mem_clock_mhz"] == 2619 and fields["temp_c"] == 47
     assert fields["power_w"] == pytest.approx(350.0) and fields["energy_mj"] == pytest.approx(70.0)
     assert fields["throttled"] is throttled
+    assert fields["tokens_per_j"] == pytest.approx(16 / 0.07)  # 16 tokens for 70 mJ
+    assert device_state_fields(before, after, latency_ms=0.2)["tokens_per_j"] is None  # not decode
     assert device_state_fields(before, None, 0.2) == dict.fromkeys(FIELDS)
 
 
